@@ -38,7 +38,9 @@ def check_embeddings(embeddings: torch.Tensor | np.ndarray, name: str = "embeddi
     return e
 
 
-def check_labels(labels: torch.Tensor | np.ndarray, n: int, name: str = "labels", of: str = "embeddings") -> torch.Tensor:
+def check_labels(
+    labels: torch.Tensor | np.ndarray, n: int, name: str = "labels", of: str = "embeddings"
+) -> torch.Tensor:
     """Check that ``labels`` is a 1-D integer vector of length ``n`` and return it as an int64 tensor."""
     lab = as_tensor(labels, name)
     if lab.ndim != 1:
