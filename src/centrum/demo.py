@@ -1,0 +1,153 @@
+"""The demo (``make demo`` / ``python -m centrum.demo``): train on the first Fashion-MNIST classes, retrieve
+on the unseen ones, with three recipes side by side.
+
+1. makes sure Fashion-MNIST is installed (the Debian package ``dataset-fashion-mnist``; installed with
+   apt-get when it is missing and this user may install packages, otherwise the command is printed);
+2. trains the triplet baseline, triplet + Symmetrical Synthesis and the CTL model from
+   ``configs/fashion_mnist_*.yaml`` (classes 0-4: T-shirt .. coat);
+3. evaluates each under the product-retrieval protocol on classes 5-9 (sandal .. ankle boot), never seen
+   in training, per image and with gallery centroids, and prints one table;
+4. saves a ranked-list picture of a few queries per model, training curves and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from centrum.data import build_dataset
+from centrum.data.fashion import FASHION_MNIST_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_CONFIGS = {
+    "triplet": "fashion_mnist_triplet.yaml",
+    "triplet + Symm": "fashion_mnist_triplet_symm.yaml",
+    "CTL model": "fashion_mnist_ctl.yaml",
+}
+FASHION_MNIST_FILES = [f"{s}-{k}-ubyte.gz" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
+
+
+def ensure_fashion_mnist(root: Path = FASHION_MNIST_ROOT, install: bool = True) -> Path:
+    """Return the Fashion-MNIST folder, installing the Debian package when it is missing and allowed.
+
+    Exits with the command to run when the files are missing and packages cannot be installed here.
+    """
+    if all((root / f).is_file() for f in FASHION_MNIST_FILES):
+        return root
+    command = "apt-get install -y dataset-fashion-mnist"
+    can_install = install and shutil.which("apt-get") is not None and os.geteuid() == 0
+    if not can_install:
+        sys.exit(
+            f"Fashion-MNIST is not installed in {root}. Install it with:\n  sudo {command}\nthen run the demo again."
+        )
+    print(f"Fashion-MNIST is missing in {root}: installing the Debian package dataset-fashion-mnist ...", flush=True)
+    if subprocess.run(command.split(), check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], check=False)
+        subprocess.run(command.split(), check=True)
+    if not all((root / f).is_file() for f in FASHION_MNIST_FILES):
+        sys.exit(f"dataset-fashion-mnist was installed but {root} still lacks {FASHION_MNIST_FILES}")
+    return root
+
+
+def demo_table(results: dict[str, dict[str, dict]]) -> str:
+    """A Markdown table: per-image and centroid mAP and Recall@1 (= Acc@1) per model, in percent."""
+    lines = [
+        "| model | mAP | Recall@1 | centroid mAP | centroid Recall@1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, metrics in results.items():
+        per_image, centroids = metrics["products"], metrics["products-centroids"]
+        values = (per_image["mAP"], per_image["Acc@1"], centroids["mAP"], centroids["Acc@1"])
+        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
+def save_ranked_list(checkpoint: Path, splits, path: Path, title: str, queries: int = 6, k: int = 8) -> Path:
+    """Reload a trained model from its checkpoint, rank the gallery for a few queries and save the picture."""
+    import numpy as np
+
+    from centrum.reports import plot_ranked_lists
+    from centrum.retrieval import EmbeddingIndex
+    from centrum.training import load_trained_model
+    from centrum.training.datamodule import RetrievalDataModule
+    from centrum.training.inference import embed_samples
+
+    trained = load_trained_model(checkpoint)
+    dm = RetrievalDataModule(**vars(trained.config.data), splits=splits)
+    rng = np.random.default_rng(0)
+    labels = splits.query.labels
+    # one query per unseen class, so that the picture shows every class
+    picks = [int(rng.choice(np.flatnonzero(labels == c))) for c in np.unique(labels)][:queries]
+    query = embed_samples(trained.model, splits.query.subset(picks), dm.eval_dataloader(splits.query.subset(picks)))
+    gallery = embed_samples(trained.model, splits.gallery, dm.eval_dataloader(splits.gallery))
+    index = EmbeddingIndex(gallery.embeddings.shape[1], metric="cosine")
+    index.add(gallery.embeddings, labels=gallery.labels)
+    found = index.search(query.embeddings, k)
+    return plot_ranked_lists(
+        lambda i: splits.query.load(picks[i]),
+        splits.gallery.load,
+        list(range(len(picks))),
+        found.indices,
+        query.labels,
+        splits.gallery.labels,
+        path,
+        distances=found.distances,
+        title=title,
+        class_names=splits.class_names,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns 0 on success."""
+    parser = argparse.ArgumentParser(prog="python -m centrum.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
+    parser.add_argument("--configs", type=Path, default=REPO_ROOT / "configs", help="folder of the demo configs")
+    parser.add_argument("--no-install", action="store_true", help="never install Fashion-MNIST, print the command")
+    parser.add_argument(
+        "overrides", nargs="*", help="overrides applied to all three configs, e.g. trainer.max_epochs=2"
+    )
+    args = parser.parse_args(argv)
+
+    from centrum.reports import plot_training_curves
+    from centrum.training import load_config, train
+
+    start = time.perf_counter()
+    ensure_fashion_mnist(install=not args.no_install)
+    configs = {name: load_config(args.configs / file, args.overrides) for name, file in DEMO_CONFIGS.items()}
+    first = next(iter(configs.values()))
+    splits = build_dataset(first.data.dataset, first.data.root, **first.data.options)
+    print(splits.summary(), flush=True)
+
+    results: dict[str, dict[str, dict]] = {}
+    pictures = []
+    for name, config in configs.items():
+        print(f"\n=== {name}: {config.name} ===", flush=True)
+        run = train(config, args.out / config.name, splits=splits)
+        results[name] = run.metrics
+        plot_training_curves(run.run_dir / "metrics.csv", run.run_dir / "curves.png")
+        picture = args.out / f"ranked_list_{config.name}.png"
+        pictures.append(save_ranked_list(run.checkpoint, splits, picture, f"{name}: top-8 gallery matches"))
+
+    minutes = (time.perf_counter() - start) / 60
+    table = demo_table(results)
+    report = (
+        "Fashion-MNIST, trained on classes 0-4, retrieval on the unseen classes 5-9 "
+        f"({len(splits.query)} queries, {len(splits.gallery)} gallery images; centroid rows use gallery labels).\n\n"
+        f"{table}\n\nTotal time: {minutes:.1f} min.\n"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(report)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    print("\n" + report)
+    print("Pictures: " + ", ".join(str(p) for p in pictures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Training with the published recipes on PyTorch Lightning: configs, objectives, the module, runs.
+
+- :mod:`~centrum.training.config`: typed experiment configs (YAML, dotted overrides);
+- :mod:`~centrum.training.objectives`: the CTL objective and the metric-learning objective (± Symm);
+- :mod:`~centrum.training.module`: the Lightning module (Adam with warm-up and step decay, center-loss SGD);
+- :mod:`~centrum.training.run`: run folders, evaluation during training, resume, repeated seeds;
+- :mod:`~centrum.training.checkpoint` and :mod:`~centrum.training.inference`: trained models back, embedding.
+"""
+
+from centrum.training.checkpoint import TrainedModel, load_trained_model
+from centrum.training.config import (
+    CTLObjectiveConfig,
+    DataConfig,
+    EvaluationConfig,
+    ExperimentConfig,
+    MetricObjectiveConfig,
+    ModelConfig,
+    OptimizerConfig,
+    TrainerConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+)
+from centrum.training.datamodule import RetrievalDataModule
+from centrum.training.inference import Embeddings, embed_loader, evaluate_embeddings, evaluate_model
+from centrum.training.module import RetrievalModule, build_objective
+from centrum.training.objectives import CTLObjective, MetricObjective
+from centrum.training.run import RunResult, summarize_runs, train, train_runs
+from centrum.training.schedule import warmup_multistep_factor
+
+__all__ = [
+    "CTLObjective",
+    "CTLObjectiveConfig",
+    "DataConfig",
+    "Embeddings",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "MetricObjective",
+    "MetricObjectiveConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RetrievalDataModule",
+    "RetrievalModule",
+    "RunResult",
+    "TrainedModel",
+    "TrainerConfig",
+    "apply_overrides",
+    "build_objective",
+    "config_from_dict",
+    "embed_loader",
+    "evaluate_embeddings",
+    "evaluate_model",
+    "load_config",
+    "load_trained_model",
+    "summarize_runs",
+    "train",
+    "train_runs",
+    "warmup_multistep_factor",
+]

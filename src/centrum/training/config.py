@@ -1,0 +1,283 @@
+"""Typed experiment configs: one dataclass per constructor, loaded from YAML, overridable field by field.
+
+A config file has the sections ``data``, ``model``, ``objective``, ``optimizer``, ``trainer`` and
+``evaluation``; each section's fields are exactly the keyword arguments of the thing it builds
+(:class:`~centrum.training.datamodule.RetrievalDataModule`, :func:`centrum.models.build_model`, the
+objective, the optimiser and schedule, the Lightning trainer, the evaluation). Overrides use dotted
+paths: ``data.p=8 trainer.max_epochs=2 objective.symm=true``. An unknown field is an error that
+suggests the nearest valid name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Arguments of :class:`~centrum.training.datamodule.RetrievalDataModule`: which dataset, how batches are drawn.
+
+    ``dataset``/``root``/``options`` go to :func:`centrum.data.build_dataset`; ``p`` x ``m`` is the P x M
+    batch (P classes, M images each); ``recipe`` picks the augmentation (``"reid"`` or ``"dml"``).
+    """
+
+    dataset: str = "fashion-mnist"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    recipe: Literal["reid", "dml"] = "reid"
+    image_size: tuple[int, int] = (256, 128)
+    transform_options: dict[str, Any] = field(default_factory=dict)
+    p: int = 16
+    m: int = 4
+    test_batch_size: int = 128
+    num_workers: int = 2
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+@dataclass
+class ModelConfig:
+    """Arguments of :func:`centrum.models.build_model`: backbone, pooling, embedding layer and BNNeck."""
+
+    backbone: str = "resnet50"
+    pretrained: str | None = None
+    last_stride: int = 1
+    pooling: Literal["avg", "gem"] = "avg"
+    embedding_dim: int | None = None
+    bnneck: bool = True
+
+
+@dataclass
+class CTLObjectiveConfig:
+    """Arguments of :class:`~centrum.training.objectives.CTLObjective` (methods.md 1.2).
+
+    ``centroid_weight=0`` gives the BNNeck baseline without the centroid term.
+    """
+
+    kind: Literal["ctl"] = "ctl"
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+    center_weight: float = 5e-4
+    centroid_weight: float = 1.0
+    centroid_margin: float = 0.3
+    centroid_variant: Literal["paper", "official"] = "paper"
+
+
+@dataclass
+class MetricObjectiveConfig:
+    """Arguments of :class:`~centrum.training.objectives.MetricObjective` (methods.md 2.4): one pair-based
+    loss from :data:`centrum.losses.LOSSES`, optionally wrapped by Symmetrical Synthesis."""
+
+    kind: Literal["metric"] = "metric"
+    loss: str = "triplet"
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    symm: bool = False
+    symm_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam with linear warm-up and step decay (the CTL recipe); ``center_lr`` is the center loss's own SGD."""
+
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    milestones: tuple[int, ...] = (40, 70)
+    gamma: float = 0.1
+    center_lr: float = 0.5
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of the Lightning ``Trainer`` that a user changes, plus how often to evaluate and checkpoint."""
+
+    max_epochs: int = 120
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    eval_every: int = 10
+    checkpoint_every_n_steps: int = 50
+    log_every_n_steps: int = 10
+    limit_train_batches: int | float | None = None
+
+
+@dataclass
+class EvaluationConfig:
+    """Which protocols to report (default: the dataset's own, per-image and centroids) and how.
+
+    ``recall_ks`` sets the K of Recall@K for the ``dml`` protocol (default 1, 2, 4, 8; SOP uses 1, 10, 100, 1000).
+    """
+
+    protocols: tuple[str, ...] = ()
+    metric: Literal["euclidean", "cosine"] = "cosine"
+    recall_ks: tuple[int, ...] = ()
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: a name, a seed and one config per part. Maps one-to-one onto the YAML file."""
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: CTLObjectiveConfig | MetricObjectiveConfig = field(default_factory=CTLObjectiveConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain YAML-serialisable data (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        """The config as a YAML document that :func:`load_config` reads back to an equal config."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+OBJECTIVE_KINDS: dict[str, type] = {"ctl": CTLObjectiveConfig, "metric": MetricObjectiveConfig}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} Valid fields: {', '.join(valid)}"
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML value to the field's declared type, or raise a ValueError naming the field."""
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (types.UnionType, Union):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if errors else f"{where}: cannot read {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        item_type = args[0] if args else Any
+        return tuple(_coerce(v, item_type, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build_section(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping of fields, got {values!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ValueError(f"unknown field {where}.{key}{_suggest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from nested plain data, checking every field name and type."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    sections = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in sections:
+            raise ValueError(f"unknown config section {key!r}{_suggest(key, list(sections))}")
+        if key == "objective":
+            value = value or {}
+            kind = value.get("kind", "ctl")
+            if kind not in OBJECTIVE_KINDS:
+                raise ValueError(f"objective.kind must be one of {', '.join(OBJECTIVE_KINDS)}, got {kind!r}")
+            kwargs[key] = _build_section(OBJECTIVE_KINDS[kind], value, "objective")
+        elif key in ("name", "seed"):
+            kwargs[key] = _coerce(value, str if key == "name" else int, key)
+        else:
+            section_type = get_type_hints(ExperimentConfig)[key]
+            kwargs[key] = _build_section(section_type, value or {}, key)
+    return ExperimentConfig(**kwargs)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides (values parsed as YAML) to nested config data, in place.
+
+    ``data.options.max_per_class=20`` reaches into a mapping field. Field names are checked later by
+    :func:`config_from_dict`, which suggests the nearest name for a typo.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.field=value (e.g. trainer.max_epochs=2)")
+        path, raw = item.split("=", 1)
+        keys = path.strip().split(".")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment config, apply command-line overrides, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    apply_overrides(data, list(overrides or []))
+    try:
+        return config_from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

@@ -1,0 +1,99 @@
+"""The Lightning data module: a dataset's training split drawn in P x M batches, its query and gallery
+splits for evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from centrum.data import DatasetSplits, ImageDataset, PKSampler, SampleList, build_dataset, build_transform
+from centrum.data import collate_skip_none as collate
+
+
+class RetrievalDataModule(L.LightningDataModule):
+    """Serves a :class:`~centrum.data.DatasetSplits` for training (P x M batches, training augmentation)
+    and the query/gallery splits with the test-time transform.
+
+    Under distributed training each process's :class:`~centrum.data.PKSampler` takes disjoint classes.
+    Every argument maps one-to-one onto :class:`~centrum.training.config.DataConfig`.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion-mnist",
+        root: str | Path | None = None,
+        options: dict[str, Any] | None = None,
+        recipe: str = "reid",
+        image_size: tuple[int, int] = (256, 128),
+        transform_options: dict[str, Any] | None = None,
+        p: int = 16,
+        m: int = 4,
+        test_batch_size: int = 128,
+        num_workers: int = 2,
+        on_error: str = "raise",
+        seed: int = 0,
+        splits: DatasetSplits | None = None,
+    ) -> None:
+        super().__init__()
+        self.dataset_name = dataset
+        self.root = root
+        self.options = dict(options or {})
+        self.recipe = recipe
+        self.image_size = tuple(image_size)
+        self.transform_options = dict(transform_options or {})
+        self.p, self.m = p, m
+        self.test_batch_size = test_batch_size
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.seed = seed
+        self._splits = splits
+
+    @property
+    def splits(self) -> DatasetSplits:
+        """The dataset's train/query/gallery splits, read on first use (no download, ever)."""
+        if self._splits is None:
+            self._splits = build_dataset(self.dataset_name, self.root, **self.options)
+        return self._splits
+
+    @property
+    def num_classes(self) -> int:
+        """Number of training classes (the classifier's width)."""
+        return self.splits.num_train_classes
+
+    def train_transform(self) -> Any:
+        """The recipe's training augmentation."""
+        return build_transform(self.recipe, train=True, size=self.image_size, **self.transform_options)
+
+    def test_transform(self) -> Any:
+        """The recipe's test-time transform."""
+        return build_transform(self.recipe, train=False, size=self.image_size, **self.transform_options)
+
+    def train_dataloader(self) -> DataLoader:
+        """P x M batches of the training split; each rank gets disjoint classes under DDP."""
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        train = self.splits.train
+        sampler = PKSampler(train.labels, p=self.p, m=self.m, seed=self.seed, num_replicas=world, rank=rank)
+        return DataLoader(
+            ImageDataset(train, self.train_transform(), on_error=self.on_error),
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def eval_dataloader(self, samples: SampleList) -> DataLoader:
+        """Batches of ``samples`` in order, with the test-time transform."""
+        return DataLoader(
+            ImageDataset(samples, self.test_transform(), on_error=self.on_error),
+            batch_size=self.test_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+        )

@@ -1,0 +1,132 @@
+"""Embedding image sets with a trained model and evaluating them under a dataset's protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from centrum.data import DatasetSplits, SampleList
+from centrum.distances import l2_normalize
+from centrum.evaluation import evaluate_protocol
+
+DEFAULT_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "reid": ("reid", "reid-centroids"),
+    "products": ("products", "products-centroids"),
+    "dml": ("dml",),
+}
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of an image set with what is known of each image (rows aligned)."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    cameras: np.ndarray
+    paths: list[str]
+
+
+@torch.no_grad()
+def embed_loader(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str = "cpu",
+    normalize: bool = True,
+    desc: str = "embed",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inference features (``model.embed``) of every batch of ``loader``, L2-normalised when ``normalize``.
+
+    Returns ``(embeddings N x D float32, indices N)``; ``indices`` are the dataset positions of the images
+    that were read (an unreadable image skipped under ``on_error="skip"`` is absent).
+    """
+    was_training = model.training
+    model.eval()
+    features, indices = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=len(loader) < 5):
+        if batch is None:
+            continue
+        images, _, _, index = batch
+        out = model.embed(images.to(device, non_blocking=True)).float()
+        features.append((l2_normalize(out) if normalize else out).cpu())
+        indices.append(index.cpu())
+    model.train(was_training)
+    if not features:
+        raise ValueError("no image could be read: every image of the set was skipped")
+    return torch.cat(features).numpy(), torch.cat(indices).numpy()
+
+
+def embed_samples(
+    model: nn.Module,
+    samples: SampleList,
+    loader: DataLoader,
+    device: torch.device | str = "cpu",
+    normalize: bool = True,
+) -> Embeddings:
+    """Embed a :class:`~centrum.data.SampleList` through ``loader`` and keep its labels, cameras and paths."""
+    emb, idx = embed_loader(model, loader, device, normalize)
+    return Embeddings(
+        embeddings=emb,
+        labels=np.asarray(samples.labels)[idx],
+        cameras=np.asarray(samples.cameras)[idx],
+        paths=[samples.paths[i] for i in idx],
+    )
+
+
+def protocol_arrays(protocol: str, query: Embeddings, gallery: Embeddings) -> dict[str, np.ndarray]:
+    """The named arrays :func:`centrum.evaluation.evaluate_protocol` reads for ``protocol``."""
+    if protocol == "dml":
+        return {"embeddings": query.embeddings, "labels": query.labels}
+    return {
+        "query": query.embeddings,
+        "gallery": gallery.embeddings,
+        "query_labels": query.labels,
+        "gallery_labels": gallery.labels,
+        "query_cameras": query.cameras,
+        "gallery_cameras": gallery.cameras,
+    }
+
+
+def evaluate_embeddings(
+    query: Embeddings,
+    gallery: Embeddings,
+    protocols: Sequence[str],
+    metric: str = "cosine",
+    recall_ks: Sequence[int] = (),
+) -> dict[str, dict]:
+    """Metrics of every protocol in ``protocols`` on already computed query and gallery embeddings.
+
+    ``recall_ks`` overrides the K of Recall@K in the ``dml`` protocol.
+    """
+    results = {}
+    for p in protocols:
+        options = {"recall_ks": tuple(recall_ks)} if p == "dml" and recall_ks else {}
+        results[p] = evaluate_protocol(p, protocol_arrays(p, query, gallery), metric=metric, **options)
+    return results
+
+
+def evaluate_model(
+    model: nn.Module,
+    splits: DatasetSplits,
+    query_loader: DataLoader,
+    gallery_loader: DataLoader | None,
+    protocols: Sequence[str] = (),
+    device: torch.device | str = "cpu",
+    metric: str = "cosine",
+    recall_ks: Sequence[int] = (),
+) -> tuple[dict[str, dict], Embeddings, Embeddings]:
+    """Embed the query and gallery splits and compute each protocol's metrics (default: the dataset's own).
+
+    For class-disjoint (``dml``) datasets the query and gallery splits are one set and are embedded once.
+    Returns ``(metrics per protocol, query embeddings, gallery embeddings)``.
+    """
+    protocols = tuple(protocols) or DEFAULT_PROTOCOLS[splits.protocol]
+    query = embed_samples(model, splits.query, query_loader, device)
+    same = splits.gallery is splits.query or gallery_loader is None
+    gallery = query if same else embed_samples(model, splits.gallery, gallery_loader, device)
+    return evaluate_embeddings(query, gallery, protocols, metric, recall_ks), query, gallery

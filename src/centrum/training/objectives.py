@@ -1,0 +1,98 @@
+"""Training objectives: the sum of loss terms each recipe optimises, as ``nn.Module``\\ s.
+
+An objective takes the model's output dict (``"raw"``, ``"bn"``, ``"logits"``, see
+:class:`centrum.models.EmbeddingModel`) and the batch labels, and returns a dict of named loss terms
+whose ``"loss"`` entry is the weighted total to back-propagate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from centrum.losses import (
+    CenterLoss,
+    CentroidTripletLoss,
+    CrossEntropyLabelSmooth,
+    SymmetricalSynthesis,
+    TripletMarginLoss,
+    build_loss,
+)
+
+
+class CTLObjective(nn.Module):
+    """The CTL model's objective (methods.md 1.2), all terms on the BNNeck model's outputs:
+
+    label-smoothed cross-entropy on the classifier logits + batch-hard triplet on the raw feature +
+    ``center_weight`` x center loss on the raw feature + ``centroid_weight`` x centroid triplet loss on
+    the raw feature. ``centroid_weight=0`` is the strong-baseline (BNNeck) objective without centroids.
+    The center loss's centers are optimised by their own SGD (see :attr:`center_loss`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        feat_dim: int,
+        label_smoothing: float = 0.1,
+        triplet_margin: float = 0.3,
+        center_weight: float = 5e-4,
+        centroid_weight: float = 1.0,
+        centroid_margin: float = 0.3,
+        centroid_variant: str = "paper",
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"the CTL objective needs at least 2 training classes, got {num_classes}")
+        self.cross_entropy = CrossEntropyLabelSmooth(num_classes, epsilon=label_smoothing)
+        self.triplet = TripletMarginLoss(margin=triplet_margin, mining="hard", distance="euclidean", normalize=False)
+        self.center_weight = center_weight
+        self.center_loss = CenterLoss(num_classes, feat_dim) if center_weight > 0 else None
+        self.centroid_weight = centroid_weight
+        self.centroid_triplet = (
+            CentroidTripletLoss(margin=centroid_margin, variant=centroid_variant) if centroid_weight > 0 else None
+        )
+
+    def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms and their weighted sum ``"loss"`` for one P x M batch."""
+        if outputs.get("logits") is None:
+            raise ValueError("the CTL objective needs classifier logits: build the model with num_classes")
+        raw = outputs["raw"]
+        terms = {
+            "cross_entropy": self.cross_entropy(outputs["logits"], labels),
+            "triplet": self.triplet(raw, labels),
+        }
+        total = terms["cross_entropy"] + terms["triplet"]
+        if self.center_loss is not None:
+            terms["center"] = self.center_loss(raw, labels)
+            total = total + self.center_weight * terms["center"]
+        if self.centroid_triplet is not None:
+            terms["centroid_triplet"] = self.centroid_triplet(raw, labels)
+            total = total + self.centroid_weight * terms["centroid_triplet"]
+        terms["loss"] = total
+        return terms
+
+
+class MetricObjective(nn.Module):
+    """The metric-learning recipe's objective (methods.md 2.4): one pair-based loss on the embedding,
+    optionally wrapped by :class:`~centrum.losses.SymmetricalSynthesis`.
+
+    With Symm, the share of chosen negatives that were synthetic is returned as ``"synthetic_ratio"``
+    (a plain number, not a loss term) so that it can be logged over training.
+    """
+
+    def __init__(
+        self,
+        loss: str = "triplet",
+        loss_options: dict | None = None,
+        symm: bool = False,
+        symm_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.loss = build_loss(loss, symm=symm, symm_options=symm_options, **(loss_options or {}))
+
+    def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss on the embedding ``outputs["raw"]``, plus the synthetic-negative share under Symm."""
+        terms = {"loss": self.loss(outputs["raw"], labels)}
+        if isinstance(self.loss, SymmetricalSynthesis):
+            terms["synthetic_ratio"] = torch.tensor(float(self.loss.synthetic_ratio))
+        return terms
