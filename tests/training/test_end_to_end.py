@@ -27,9 +27,7 @@ def epoch_losses(run_dir: Path) -> list[float]:
 
 def query_embeddings(model: torch.nn.Module, config, splits) -> np.ndarray:
     dm = build_datamodule(config, splits)
-    _, query, _ = evaluate_model(
-        model, splits, dm.eval_dataloader(splits.query), dm.eval_dataloader(splits.gallery)
-    )
+    _, query, _ = evaluate_model(model, splits, dm.eval_dataloader(splits.query), dm.eval_dataloader(splits.gallery))
     return query.embeddings
 
 

@@ -114,11 +114,14 @@ class EvaluationConfig:
     """Which protocols to report (default: the dataset's own, per-image and centroids) and how.
 
     ``recall_ks`` sets the K of Recall@K for the ``dml`` protocol (default 1, 2, 4, 8; SOP uses 1, 10, 100, 1000).
+    ``distractor_labels``: gallery labels that stay singletons in the ``reid-centroids`` protocol instead of
+    being averaged into one centroid (Market-1501: ``[0]``, its distractor images of many people).
     """
 
     protocols: tuple[str, ...] = ()
     metric: Literal["euclidean", "cosine"] = "cosine"
     recall_ks: tuple[int, ...] = ()
+    distractor_labels: tuple[int, ...] = ()
 
 
 @dataclass

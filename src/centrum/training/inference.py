@@ -98,14 +98,20 @@ def evaluate_embeddings(
     protocols: Sequence[str],
     metric: str = "cosine",
     recall_ks: Sequence[int] = (),
+    distractor_labels: Sequence[int] = (),
 ) -> dict[str, dict]:
     """Metrics of every protocol in ``protocols`` on already computed query and gallery embeddings.
 
-    ``recall_ks`` overrides the K of Recall@K in the ``dml`` protocol.
+    ``recall_ks`` overrides the K of Recall@K in the ``dml`` protocol; ``distractor_labels`` are gallery
+    labels kept as singletons by the ``reid-centroids`` protocol.
     """
     results = {}
     for p in protocols:
-        options = {"recall_ks": tuple(recall_ks)} if p == "dml" and recall_ks else {}
+        options: dict = {}
+        if p == "dml" and recall_ks:
+            options["recall_ks"] = tuple(recall_ks)
+        if p == "reid-centroids" and distractor_labels:
+            options["distractor_labels"] = tuple(distractor_labels)
         results[p] = evaluate_protocol(p, protocol_arrays(p, query, gallery), metric=metric, **options)
     return results
 
@@ -119,6 +125,7 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     metric: str = "cosine",
     recall_ks: Sequence[int] = (),
+    distractor_labels: Sequence[int] = (),
 ) -> tuple[dict[str, dict], Embeddings, Embeddings]:
     """Embed the query and gallery splits and compute each protocol's metrics (default: the dataset's own).
 
@@ -129,4 +136,4 @@ def evaluate_model(
     query = embed_samples(model, splits.query, query_loader, device)
     same = splits.gallery is splits.query or gallery_loader is None
     gallery = query if same else embed_samples(model, splits.gallery, gallery_loader, device)
-    return evaluate_embeddings(query, gallery, protocols, metric, recall_ks), query, gallery
+    return evaluate_embeddings(query, gallery, protocols, metric, recall_ks, distractor_labels), query, gallery

@@ -60,12 +60,14 @@ class EvaluateDuringTraining(Callback):
         metric: str,
         every: int,
         recall_ks: tuple[int, ...] = (),
+        distractor_labels: tuple[int, ...] = (),
     ) -> None:
         self.datamodule = datamodule
         self.protocols = protocols
         self.metric = metric
         self.every = every
         self.recall_ks = recall_ks
+        self.distractor_labels = distractor_labels
         self.history: list[tuple[int, dict[str, dict]]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -84,6 +86,7 @@ class EvaluateDuringTraining(Callback):
             pl_module.device,
             self.metric,
             self.recall_ks,
+            self.distractor_labels,
         )
         self.history.append((epoch, metrics))
         for key, value in flatten_metrics(metrics).items():
@@ -158,7 +161,12 @@ def train(
     module = RetrievalModule(config, num_classes=datamodule.num_classes)
     protocols = tuple(config.evaluation.protocols) or DEFAULT_PROTOCOLS[datamodule.splits.protocol]
     evaluator = EvaluateDuringTraining(
-        datamodule, protocols, config.evaluation.metric, config.trainer.eval_every, tuple(config.evaluation.recall_ks)
+        datamodule,
+        protocols,
+        config.evaluation.metric,
+        config.trainer.eval_every,
+        tuple(config.evaluation.recall_ks),
+        tuple(config.evaluation.distractor_labels),
     )
     tcfg = config.trainer
     checkpoint_dir = run_dir / "checkpoints"

@@ -1,0 +1,307 @@
+"""Evaluation and index benchmarks: ours vs the reference implementations, side by side in one run.
+
+    python benchmarks/evaluation.py                 # all three parts at full size
+    python benchmarks/evaluation.py --part market   # one part; --scale 0.25 for a quicker, smaller run
+
+Parts:
+- market: Market-1501 size (3,368 queries, 15,913 gallery, 2,048-d, 751 ids, 6 cameras): our standard
+  and centroid re-id protocols vs a NumPy per-query loop (the widely copied ``eval_market1501`` of the
+  strong-baseline / torchreid code, full distance matrix then argsort), same distance computation.
+- sop: Stanford Online Products size (60,502 x 512, 11,316 classes): Recall@1/10/100/1000, MAP@R,
+  NMI, F1 vs pytorch-metric-learning's AccuracyCalculator (same faiss k-means on both sides).
+- index: 1,000,000 gallery embeddings in 100,000 classes, 512-d: search time and memory of the centroid
+  index vs the per-image index (exact torch search on both).
+Memory is the peak resident memory above the level before the timed call, sampled every 2 ms.
+Embeddings are synthetic (class centres plus noise, L2-normalised); timings are wall-clock on this
+machine's threads (torch.get_num_threads()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import numpy as np
+import torch
+
+from centrum.evaluation import dml_metrics, reid_centroid_metrics, reid_metrics
+from centrum.retrieval import CentroidIndex, EmbeddingIndex
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure(fn):
+    """(result, seconds, peak extra resident bytes) of ``fn()``."""
+    base = _rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    thread.join()
+    return result, seconds, max(peak[0], _rss()) - base
+
+
+def clustered(n_ids, counts, dim, noise, gen):
+    centres = torch.randn(n_ids, dim, generator=gen)
+    labels = torch.repeat_interleave(torch.arange(n_ids), counts)
+    x = centres[labels] + noise * torch.randn(labels.shape[0], dim, generator=gen)
+    return torch.nn.functional.normalize(x, dim=1), labels
+
+
+def row(name, ours, theirs):
+    (t1, m1), (t2, m2) = ours, theirs
+    print(
+        f"  {name:<34} ours {t1:8.2f} s {m1 / 2**20:8.0f} MB | reference {t2:8.2f} s {m2 / 2**20:8.0f} MB"
+        f" | speed-up {t2 / t1:6.1f}x, memory {m2 / max(m1, 1):5.1f}x"
+    )
+
+
+# --- Market-1501 ----------------------------------------------------------------------------------
+def strong_baseline_distmat(qf, gf):
+    """The strong-baseline distance computation: full squared-norm expansion, Euclidean squared."""
+    m, n = qf.shape[0], gf.shape[0]
+    distmat = (
+        torch.pow(qf, 2).sum(dim=1, keepdim=True).expand(m, n)
+        + torch.pow(gf, 2).sum(dim=1, keepdim=True).expand(n, m).t()
+    )
+    distmat.addmm_(qf, gf.t(), beta=1, alpha=-2)
+    return distmat.numpy()
+
+
+def eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """The widely copied NumPy evaluation (strong-baseline / torchreid), with mINP as in AGW."""
+    num_q = distmat.shape[0]
+    indices = np.argsort(distmat, axis=1)
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    all_cmc, all_AP, all_INP = [], [], []
+    num_valid_q = 0.0
+    for q_idx in range(num_q):
+        q_pid, q_camid = q_pids[q_idx], q_camids[q_idx]
+        order = indices[q_idx]
+        remove = (g_pids[order] == q_pid) & (g_camids[order] == q_camid)
+        keep = np.invert(remove)
+        orig_cmc = matches[q_idx][keep]
+        if not np.any(orig_cmc):
+            continue
+        cmc = orig_cmc.cumsum()
+        pos_idx = np.where(orig_cmc == 1)
+        max_pos_idx = np.max(pos_idx)
+        all_INP.append(cmc[max_pos_idx] / (max_pos_idx + 1.0))
+        cmc[cmc > 1] = 1
+        all_cmc.append(cmc[:max_rank])
+        num_valid_q += 1.0
+        num_rel = orig_cmc.sum()
+        tmp_cmc = orig_cmc.cumsum()
+        tmp_cmc = [x / (i + 1.0) for i, x in enumerate(tmp_cmc)]
+        tmp_cmc = np.asarray(tmp_cmc) * orig_cmc
+        all_AP.append(tmp_cmc.sum() / num_rel)
+    all_cmc = np.asarray(all_cmc).astype(np.float32).sum(0) / num_valid_q
+    return all_cmc, float(np.mean(all_AP)), float(np.mean(all_INP))
+
+
+def centroid_loop_reference(qf, gf, q_pids, g_pids, q_camids, g_camids, distractor=0, max_rank=50):
+    """Per-query NumPy loop of the centroid protocol: cross-camera positive centroid, every identity
+    kept, distractor images as singletons (the same choices as ours)."""
+    qf, gf = qf.numpy().astype(np.float64), gf.numpy().astype(np.float64)
+    ids = np.unique(g_pids[g_pids != distractor])
+    means = np.stack([gf[g_pids == i].mean(0) for i in ids])
+    single = gf[g_pids == distractor]
+    entries = np.concatenate([means, single])
+    entries = entries / np.linalg.norm(entries, axis=1, keepdims=True)
+    base = 1.0 - qf @ entries.T  # cosine distance (queries are unit vectors)
+    all_cmc, all_AP = [], []
+    column_of = {int(i): c for c, i in enumerate(ids)}
+    for q in range(qf.shape[0]):
+        members = (g_pids == q_pids[q]) & (g_camids != q_camids[q])
+        if not members.any():
+            continue
+        positive = gf[members].mean(0)
+        dist = base[q].copy()
+        col = column_of[int(q_pids[q])]
+        dist[col] = 1.0 - qf[q] @ positive / np.linalg.norm(positive)
+        rank = int((dist < dist[col]).sum()) + 1
+        cmc = np.zeros(max_rank)
+        cmc[rank - 1 :] = 1
+        all_cmc.append(cmc)
+        all_AP.append(1.0 / rank)
+    return np.mean(all_cmc, 0), float(np.mean(all_AP))
+
+
+def bench_market(scale: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    nq, ng, dim, n_ids, n_distractors = (
+        int(3368 * scale),
+        int(15913 * scale),
+        2048,
+        max(int(751 * scale), 2),
+        int(2793 * scale),
+    )
+    q_ids = torch.randint(1, n_ids + 1, (nq,), generator=gen)
+    g_ids = torch.cat(
+        [
+            torch.randint(1, n_ids + 1, (ng - n_distractors,), generator=gen),
+            torch.zeros(n_distractors, dtype=torch.long),
+        ]
+    )
+    centres = torch.randn(n_ids + 1, dim, generator=gen)
+    qf = torch.nn.functional.normalize(centres[q_ids] + 3.0 * torch.randn(nq, dim, generator=gen), dim=1)
+    gf = centres[g_ids] + 3.0 * torch.randn(ng, dim, generator=gen)
+    gf[g_ids == 0] = torch.randn(n_distractors, dim, generator=gen)
+    gf = torch.nn.functional.normalize(gf, dim=1)
+    qc, gc = torch.randint(1, 7, (nq,), generator=gen), torch.randint(1, 7, (ng,), generator=gen)
+    print(
+        f"Market-1501 size: {nq} queries, {ng} gallery ({n_distractors} distractors), {dim}-d, {n_ids} ids, 6 cameras"
+    )
+    ours, t1, m1 = measure(lambda: reid_metrics(qf, gf, q_ids, g_ids, qc, gc, metric="squared_euclidean"))
+    qp, gp, qcn, gcn = q_ids.numpy(), g_ids.numpy(), qc.numpy(), gc.numpy()
+
+    def reference():
+        return eval_market1501(strong_baseline_distmat(qf, gf), qp, gp, qcn, gcn)
+
+    (cmc, mAP, mINP), t2, m2 = measure(reference)
+    print(
+        f"  values: ours mAP {ours['mAP']:.6f} Rank-1 {ours['Rank-1']:.6f} mINP {ours['mINP']:.6f} | reference "
+        f"mAP {mAP:.6f} Rank-1 {cmc[0]:.6f} mINP {mINP:.6f} | max |diff| over mAP, mINP, CMC(50): "
+        f"{max(abs(ours['mAP'] - mAP), abs(ours['mINP'] - mINP), float(np.abs(np.array(ours['cmc']) - cmc).max())):.2e}"
+    )
+    row("standard protocol (from embeddings)", (t1, m1), (t2, m2))
+    ours_c, t1, m1 = measure(lambda: reid_centroid_metrics(qf, gf, q_ids, g_ids, qc, gc, distractor_labels=(0,)))
+    (cmc_c, mAP_c), t2, m2 = measure(lambda: centroid_loop_reference(qf, gf, qp, gp, qcn, gcn))
+    print(
+        f"  values: ours mAP {ours_c['mAP']:.6f} Rank-1 {ours_c['Rank-1']:.6f} | reference mAP {mAP_c:.6f} "
+        f"Rank-1 {cmc_c[0]:.6f} | max |diff| over mAP, CMC(50): "
+        f"{max(abs(ours_c['mAP'] - mAP_c), float(np.abs(np.array(ours_c['cmc']) - cmc_c).max())):.2e}"
+    )
+    row("centroid protocol (from embeddings)", (t1, m1), (t2, m2))
+
+
+# --- Stanford Online Products ---------------------------------------------------------------------
+def bench_sop(scale: float) -> None:
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import FaissKMeans
+
+    from centrum.evaluation import pairwise_f1
+
+    class Calculator(AccuracyCalculator):
+        """AccuracyCalculator plus Recall@K (from its k-NN labels) and the pairwise F1 of its clustering."""
+
+        def calculate_recall_at_k(self, knn_labels, query_labels, **kwargs):
+            hits = knn_labels == query_labels[:, None]
+            return {k: hits[:, :k].any(1).double().mean().item() for k in (1, 10, 100, 1000)}
+
+        def calculate_F1(  # noqa: N802 (AccuracyCalculator finds metrics by name)
+            self, query_labels, cluster_labels, **kwargs
+        ):
+            return pairwise_f1(query_labels.long(), cluster_labels)
+
+        def requires_knn(self):
+            return [*super().requires_knn(), "recall_at_k"]
+
+        def requires_clustering(self):
+            return [*super().requires_clustering(), "F1"]
+
+    gen = torch.Generator().manual_seed(1)
+    n_classes = max(int(11316 * scale), 10)
+    counts = torch.randint(2, 10, (n_classes,), generator=gen)
+    x, labels = clustered(n_classes, counts, 512, 2.5, gen)
+    print(f"Stanford Online Products size: {x.shape[0]} embeddings, 512-d, {n_classes} classes")
+    seed = 1234
+
+    def theirs():
+        calc = Calculator(
+            include=("recall_at_k", "mean_average_precision_at_r", "NMI", "F1"),
+            k=1000,
+            device=torch.device("cpu"),
+            kmeans_func=FaissKMeans(niter=20, seed=seed),
+        )
+        return calc.get_accuracy(x, labels)
+
+    def ours_knn():
+        return dml_metrics(x, labels, recall_ks=(1, 10, 100, 1000), metric="euclidean", clustering=False)
+
+    def ours_all():
+        return dml_metrics(x, labels, recall_ks=(1, 10, 100, 1000), metric="euclidean", seed=seed, kmeans="faiss")
+
+    def theirs_knn():
+        calc = Calculator(include=("recall_at_k", "mean_average_precision_at_r"), k=1000, device=torch.device("cpu"))
+        return calc.get_accuracy(x, labels)
+
+    o, t1, m1 = measure(ours_knn)
+    p, t2, m2 = measure(theirs_knn)
+    print(
+        "  values (ours | pml): "
+        + ", ".join(f"R@{k} {o[f'Recall@{k}']:.6f} | {p['recall_at_k'][k]:.6f}" for k in (1, 10, 100, 1000))
+        + f", MAP@R {o['MAP@R']:.6f} | {p['mean_average_precision_at_r']:.6f}"
+    )
+    row("Recall@K + MAP@R (k-NN part)", (t1, m1), (t2, m2))
+    o, t1, m1 = measure(ours_all)
+    p, t2, m2 = measure(theirs)
+    print(f"  values (ours | pml): NMI {o['NMI']:.6f} | {p['NMI']:.6f}, F1 {o['F1']:.6f} | {p['F1']:.6f}")
+    row("all metrics incl. k-means NMI, F1", (t1, m1), (t2, m2))
+
+
+# --- centroid index vs per-image index ------------------------------------------------------------
+def bench_index(scale: float) -> None:
+    gen = torch.Generator().manual_seed(2)
+    n_classes, per_class, dim, n_queries = int(100_000 * scale), 10, 512, 1000
+    images, centroids = EmbeddingIndex(dim), CentroidIndex(dim)
+    centres = torch.randn(n_classes, dim, generator=gen)
+    block = 10_000
+    for start in range(0, n_classes, block):  # 100,000 images at a time: one 2 GB copy in all
+        labels = torch.arange(start, min(start + block, n_classes)).repeat_interleave(per_class)
+        x = centres[labels] + 2.5 * torch.randn(labels.shape[0], dim, generator=gen)
+        images.add(x, labels)
+        centroids.add(x, labels)
+        del x
+    q_labels = torch.randint(0, n_classes, (n_queries,), generator=gen)
+    queries = centres[q_labels] + 2.5 * torch.randn(n_queries, dim, generator=gen)
+    print(
+        f"Index: {len(images)} images in {len(centroids)} classes ({per_class} per class), {dim}-d, "
+        f"{n_queries} queries, k=10, exact torch search"
+    )
+    r1, t1, m1 = measure(lambda: centroids.search(queries, 10))
+    r2, t2, m2 = measure(lambda: images.search(queries, 10))
+    hit_c = float((r1.labels[:, 0] == q_labels.numpy()).mean())
+    hit_i = float((r2.labels[:, 0] == q_labels.numpy()).mean())
+    print(f"  top-1 class accuracy: centroid index {hit_c:.4f}, per-image index {hit_i:.4f}")
+    print(
+        f"  stored vectors: centroid index {len(centroids) * dim * 4 / 2**20:.0f} MB, per-image index "
+        f"{len(images) * dim * 4 / 2**20:.0f} MB"
+    )
+    print(
+        f"  search: centroid index {t1:.2f} s ({m1 / 2**20:.0f} MB extra) | per-image index {t2:.2f} s "
+        f"({m2 / 2**20:.0f} MB extra) | speed-up {t2 / t1:.1f}x = {100 * t2 / t1 / per_class:.0f} % of the "
+        f"{per_class}x images-per-class ratio"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("market", "sop", "index", "all"), default="all")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full sizes (default 1)")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for part, fn in (("market", bench_market), ("sop", bench_sop), ("index", bench_index)):
+        if args.part in (part, "all"):
+            fn(args.scale)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""``centrum evaluate``: the evaluation protocols on embeddings stored in an ``.npz`` file, or on a dataset's
+query and gallery splits embedded by a trained model (``--checkpoint``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+from centrum.distances import METRICS
+
+DML_DEFAULT_KS = [1, 2, 4, 8]
+
+
+def load_npz(path: str | pathlib.Path, name: str = "--embeddings") -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file (no pickles); FileNotFoundError / ValueError naming the file."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{name} file {file} does not exist")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{name} file {file} is not a readable .npz archive: {exc}") from exc
+
+
+def _protocol_runs(args: argparse.Namespace) -> list[tuple[str, str, dict]]:
+    """(row name, protocol, keyword arguments): centroid protocols always come with the per-image one."""
+    common = {"metric": args.metric}
+    if args.chunk_size:
+        common["chunk_size"] = args.chunk_size
+    if args.protocol.startswith("reid"):
+        common["max_rank"] = args.max_rank
+        runs = [("reid", "reid", common)]
+        if args.protocol == "reid-centroids":
+            runs.append(
+                ("reid-centroids", "reid-centroids", {**common, "distractor_labels": tuple(args.distractor_label)})
+            )
+        return runs
+    if args.protocol.startswith("products"):
+        kw = {**common, "ks": tuple(args.ks)}
+        runs = [("products", "products", kw)]
+        if args.protocol == "products-centroids":
+            runs.append(("products-centroids", "products-centroids", kw))
+        return runs
+    return [
+        (
+            "dml",
+            "dml",
+            {
+                **common,
+                "recall_ks": tuple(args.recall_ks),
+                "clustering": not args.no_clustering,
+                "seed": args.seed,
+                "kmeans": args.kmeans,
+            },
+        )
+    ]
+
+
+def _checkpoint_arrays(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Embed the query and gallery splits of the checkpoint's dataset (or ``--dataset``/``--root``) with its
+    model; without ``--protocol``, evaluates under the protocols the run was evaluated with (its config's
+    ``evaluation.protocols``) or else the dataset's own, with centroids."""
+    from centrum.cli.embed import default_device
+    from centrum.data import build_dataset
+    from centrum.training import load_trained_model
+    from centrum.training.datamodule import RetrievalDataModule
+    from centrum.training.inference import embed_samples, protocol_arrays
+
+    device = default_device(args.device)
+    trained = load_trained_model(args.checkpoint, map_location=device)
+    data = trained.config.data
+    if args.dataset:
+        options = dict(item.split("=", 1) for item in args.option)
+        splits = build_dataset(args.dataset, args.root, **{k: _parse_value(v) for k, v in options.items()})
+    else:
+        splits = build_dataset(data.dataset, args.root or data.root, **data.options)
+    dm = RetrievalDataModule(**{**vars(data), "num_workers": args.workers}, splits=splits)
+    if args.protocol is None:
+        # the protocols the run was evaluated with (centroid ones come last), else the dataset's own
+        configured = list(trained.config.evaluation.protocols)
+        default = {"reid": "reid-centroids", "products": "products-centroids", "dml": "dml"}[splits.protocol]
+        args.protocol = configured[-1] if configured and not args.dataset else default
+        if args.protocol == "reid-centroids" and not args.distractor_label:
+            args.distractor_label = list(trained.config.evaluation.distractor_labels)
+        if args.protocol == "dml" and trained.config.evaluation.recall_ks and args.recall_ks == DML_DEFAULT_KS:
+            args.recall_ks = list(trained.config.evaluation.recall_ks)
+    print(splits.summary())
+    query = embed_samples(trained.model, splits.query, dm.eval_dataloader(splits.query), device)
+    same = splits.query_is_gallery
+    gallery = (
+        query if same else embed_samples(trained.model, splits.gallery, dm.eval_dataloader(splits.gallery), device)
+    )
+    arrays = protocol_arrays("dml" if args.protocol == "dml" else "reid", query, gallery)
+    if args.save_embeddings:
+        np.savez(args.save_embeddings, **arrays)
+        print(f"embeddings written to {args.save_embeddings} (reuse with --embeddings)")
+    return arrays
+
+
+def _parse_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table and optionally write the metrics (fractions) as JSON."""
+    from centrum.evaluation import evaluate_protocol, format_metrics_table
+
+    if (args.embeddings is None) == (args.checkpoint is None):
+        raise ValueError("give either --embeddings FILE.npz or --checkpoint CKPT")
+    if args.checkpoint is not None:
+        arrays = _checkpoint_arrays(args)
+    else:
+        if args.protocol is None:
+            raise ValueError("--protocol is required with --embeddings")
+        arrays = load_npz(args.embeddings)
+    results = {name: evaluate_protocol(protocol, arrays, **kw) for name, protocol, kw in _protocol_runs(args)}
+    print(format_metrics_table(results))
+    if "reid-centroids" in results or "products-centroids" in results:
+        print("(centroid rows average the gallery by its labels; compare them only with other centroid results)")
+    if args.json:
+        out = pathlib.Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"metrics written to {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` command."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate embeddings with a published protocol",
+        description="Evaluate a trained model (--checkpoint) on its dataset, or embeddings stored in an .npz: "
+        "arrays query, gallery, query_labels, gallery_labels "
+        "[, query_cameras, gallery_cameras] (reid, products) or embeddings, labels (dml). Centroid protocols "
+        "are reported beside the per-image one. Printed values are percent; --json writes fractions.",
+    )
+    p.add_argument("--embeddings", help=".npz file with the embeddings and labels")
+    p.add_argument(
+        "--checkpoint",
+        type=pathlib.Path,
+        help="model.ckpt from `centrum train`: embed its dataset's "
+        "query and gallery splits and evaluate (per-image and centroids by default)",
+    )
+    p.add_argument("--dataset", help="with --checkpoint: evaluate on this dataset instead of the training one")
+    p.add_argument("--root", help="with --checkpoint: the dataset's folder (default: the config's data.root)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --dataset: a reader option, e.g. max_per_class=50 (repeatable)",
+    )
+    p.add_argument("--save-embeddings", type=pathlib.Path, help="with --checkpoint: also write the embeddings .npz")
+    p.add_argument("--device", default=None, help="with --checkpoint: cpu or cuda (default: cuda when available)")
+    p.add_argument("--workers", type=int, default=2, help="with --checkpoint: data loading workers (default 2)")
+    p.add_argument(
+        "--protocol",
+        choices=("reid", "reid-centroids", "products", "products-centroids", "dml"),
+        help="required with --embeddings; with --checkpoint the dataset's own protocol, with centroids",
+    )
+    p.add_argument("--metric", default="cosine", choices=METRICS, help="distance (default: cosine)")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.add_argument("--max-rank", type=int, default=50, help="re-id: length of the CMC curve (default 50)")
+    p.add_argument(
+        "--distractor-label",
+        type=int,
+        action="append",
+        default=[],
+        help="reid-centroids: gallery label whose images stay singletons (repeatable; Market-1501: 0)",
+    )
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 10, 20, 30, 50], help="products: Acc@k cut-offs")
+    p.add_argument(
+        "--recall-ks", type=int, nargs="+", default=DML_DEFAULT_KS, help="dml: Recall@K cut-offs (SOP: 1 10 100 1000)"
+    )
+    p.add_argument("--no-clustering", action="store_true", help="dml: skip k-means, NMI and F1")
+    p.add_argument("--kmeans", default="auto", choices=("auto", "sklearn", "faiss"), help="dml: k-means backend")
+    p.add_argument("--seed", type=int, default=0, help="dml: k-means seed (default 0)")
+    p.add_argument("--chunk-size", type=int, default=None, help="queries per block (default: automatic)")
+    p.set_defaults(func=run)

@@ -1,0 +1,33 @@
+"""The published evaluation protocols, vectorised and chunked over queries (CPU or GPU).
+
+- :func:`reid_metrics`: re-identification, standard per-image protocol (mAP, CMC, mINP);
+- :func:`reid_centroid_metrics`: re-identification against cross-camera gallery centroids;
+- :func:`product_metrics`: query / gallery product retrieval (Acc@k, mAP), per image or with centroids;
+- :func:`dml_metrics`: class-disjoint metric learning (Recall@K, MAP@R, R-Precision, NMI, F1);
+- :func:`evaluate_protocol` dispatches by protocol name; :func:`format_metrics_table` prints results.
+
+All metric values are fractions in [0, 1]; the table shows percent.
+"""
+
+from centrum.evaluation.clustering import kmeans_labels, normalized_mutual_info, pairwise_f1
+from centrum.evaluation.dml import DML_RECALL_KS, SOP_RECALL_KS, dml_metrics
+from centrum.evaluation.products import PRODUCT_KS, item_centroids, product_metrics
+from centrum.evaluation.protocols import PROTOCOLS, evaluate_protocol, format_metrics_table
+from centrum.evaluation.reid import reid_centroid_metrics, reid_metrics
+
+__all__ = [
+    "DML_RECALL_KS",
+    "PRODUCT_KS",
+    "PROTOCOLS",
+    "SOP_RECALL_KS",
+    "dml_metrics",
+    "evaluate_protocol",
+    "format_metrics_table",
+    "item_centroids",
+    "kmeans_labels",
+    "normalized_mutual_info",
+    "pairwise_f1",
+    "product_metrics",
+    "reid_centroid_metrics",
+    "reid_metrics",
+]
