@@ -146,4 +146,9 @@ def test_run_killed_mid_epoch_resumes_and_finishes(stripes_csv: Path, tiny_confi
     assert first.first_step == 2  # continued from the checkpoint, not from scratch
     final = torch.load(result.checkpoint, weights_only=False)
     assert final["epoch"] == config.trainer.max_epochs
+    # the log keeps the steps before the interruption and continues after it, each step once
+    with (run_dir / "metrics.csv").open() as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss_step")]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+    assert steps[0] == 0 and steps[-1] == final["global_step"] - 1
     assert result.metrics["products"]["num_valid_queries"] > 0

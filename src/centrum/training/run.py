@@ -11,9 +11,11 @@ query/gallery metrics logged during training are for watching, never for choosin
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import statistics
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,34 @@ def _loggers(run_dir: Path) -> list[Logger]:
     return loggers
 
 
+def _set_metrics_aside(run_dir: Path) -> Path | None:
+    """Lightning's CSV logger deletes an existing metrics.csv: keep the interrupted run's rows aside."""
+    metrics = run_dir / "metrics.csv"
+    if not metrics.exists():
+        return None
+    aside = run_dir / "metrics.before-resume.csv"
+    metrics.replace(aside)
+    return aside
+
+
+def _merge_metrics(before: Path, metrics: Path) -> None:
+    """Prepend the rows logged before the resume point (steps below the resumed run's first step)."""
+    with before.open(newline="") as f:
+        old = list(csv.DictReader(f))
+    new: list[dict] = []
+    if metrics.exists():
+        with metrics.open(newline="") as f:
+            new = list(csv.DictReader(f))
+    first_new_step = min((int(r["step"]) for r in new if r.get("step")), default=None)
+    kept = [r for r in old if first_new_step is None or (r.get("step") and int(r["step"]) < first_new_step)]
+    fields = list(dict.fromkeys([k for r in kept + new for k in r]))
+    with metrics.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept + new)
+    before.unlink()
+
+
 def _check_resume(run_dir: Path, config: ExperimentConfig, resume: bool) -> Path | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.exists():
@@ -154,6 +184,8 @@ def train(
     run_dir = Path(run_dir)
     ckpt_path = _check_resume(run_dir, config, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_before = _set_metrics_aside(run_dir) if ckpt_path else None
+    (run_dir / "metrics.csv").unlink(missing_ok=True)  # a fresh run starts a fresh log
     (run_dir / "config.yaml").write_text(config.to_yaml())
     L.seed_everything(config.seed, workers=True, verbose=False)
 
@@ -195,7 +227,14 @@ def train(
         enable_progress_bar=enable_progress_bar,
         deterministic="warn" if torch.cuda.is_available() else True,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    with warnings.catch_warnings():
+        # checkpoints hold the weights after the step they are named after, which is what we want
+        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated")  # inside Lightning itself
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if metrics_before is not None and trainer.is_global_zero:
+        _merge_metrics(metrics_before, run_dir / "metrics.csv")
 
     final = run_dir / "model.ckpt"
     trainer.save_checkpoint(final)
