@@ -123,7 +123,7 @@ def make_tiny_config(kind: str, **trainer):
             "objective": objective,
             "optimizer": {"lr": 3e-3, "weight_decay": 0.0, "warmup_epochs": 0, "milestones": []},
             "trainer": {
-                "max_epochs": 6,
+                "max_epochs": 12,
                 "accelerator": "cpu",
                 "eval_every": 0,
                 "log_every_n_steps": 1,

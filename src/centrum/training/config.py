@@ -47,7 +47,7 @@ class ModelConfig:
 
     backbone: str = "resnet50"
     pretrained: str | None = None
-    last_stride: int = 1
+    last_stride: int | None = None  # None: the family's published value (1 for the re-id ResNets, else 2)
     pooling: Literal["avg", "gem"] = "avg"
     embedding_dim: int | None = None
     bnneck: bool = True
