@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
 
 def collect_images(inputs: Sequence[Path]):
     """Image files named on the command line or found (recursively) in folders, as a SampleList.
@@ -18,7 +16,7 @@ def collect_images(inputs: Sequence[Path]):
     label (class folders sorted by name, numbered from 0); other images get label -1. Returns
     ``(samples, class_names)``.
     """
-    from centrum.data import SampleList
+    from centrum.data import IMAGE_SUFFIXES, SampleList
 
     paths: list[str] = []
     classes: list[str | None] = []

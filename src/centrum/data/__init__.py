@@ -10,6 +10,7 @@
   training and test transforms.
 """
 
+from ._layout import IMAGE_SUFFIXES
 from .custom import read_csv, read_folder
 from .dataset import ImageDataset, collate_skip_none, find_unreadable
 from .dml import read_cars196, read_cub200, read_omniglot, read_sop
@@ -41,6 +42,7 @@ __all__ = [
     "FASHION_MNIST_ROOT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "IMAGE_SUFFIXES",
     "DatasetSplits",
     "DmlTestTransform",
     "DmlTrainTransform",
