@@ -1,11 +1,19 @@
-"""Shared test configuration: slow end-to-end tests run only in CI (CI=true) or with --runslow."""
+"""Shared test configuration: slow end-to-end tests run only in CI (CI=true) or with --runslow.
+
+This folder is put on ``sys.path`` (pytest runs with ``--import-mode=importlib``) so that tests can import
+the shared dataset fixtures: ``from dataset_layouts import make_market``.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
