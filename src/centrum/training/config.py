@@ -65,7 +65,7 @@ class CTLObjectiveConfig:
     triplet_margin: float = 0.3
     center_weight: float = 5e-4
     centroid_weight: float = 1.0
-    centroid_margin: float = 0.3
+    centroid_margin: float = 0.5  # the authors' margin (methods.md 1.1); the paper gives none
     centroid_variant: Literal["paper", "official"] = "paper"
 
 

@@ -37,7 +37,7 @@ class CTLObjective(nn.Module):
         triplet_margin: float = 0.3,
         center_weight: float = 5e-4,
         centroid_weight: float = 1.0,
-        centroid_margin: float = 0.3,
+        centroid_margin: float = 0.5,
         centroid_variant: str = "paper",
     ) -> None:
         super().__init__()

@@ -201,6 +201,12 @@ def train(
         tuple(config.evaluation.distractor_labels),
     )
     tcfg = config.trainer
+    precision = tcfg.precision
+    if precision.startswith("16") and tcfg.accelerator in ("auto", "gpu", "cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"trainer.precision={precision} needs a GPU and none is visible: training in 32-true", stacklevel=2
+        )
+        precision = "32-true"
     checkpoint_dir = run_dir / "checkpoints"
     trainer = L.Trainer(
         default_root_dir=str(run_dir),
@@ -208,7 +214,7 @@ def train(
         accelerator=tcfg.accelerator,
         devices=tcfg.devices,
         strategy=tcfg.strategy,
-        precision=tcfg.precision,
+        precision=precision,
         log_every_n_steps=tcfg.log_every_n_steps,
         limit_train_batches=tcfg.limit_train_batches,
         logger=_loggers(run_dir),
