@@ -7,7 +7,8 @@ on the unseen ones, with three recipes side by side.
    ``configs/fashion_mnist_*.yaml`` (classes 0-4: T-shirt .. coat);
 3. evaluates each under the product-retrieval protocol on classes 5-9 (sandal .. ankle boot), never seen
    in training, per image and with gallery centroids, and prints one table;
-4. saves a ranked-list picture of a few queries per model, training curves and ``results.md``.
+4. saves per model a ranked-list picture of a few queries, a t-SNE map of the unseen classes and the
+   training curves, and ``results.md``.
 """
 
 from __future__ import annotations
@@ -68,11 +69,14 @@ def demo_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def save_ranked_list(checkpoint: Path, splits, path: Path, title: str, queries: int = 6, k: int = 8) -> Path:
-    """Reload a trained model from its checkpoint, rank the gallery for a few queries and save the picture."""
+def save_pictures(
+    checkpoint: Path, splits, out: Path, name: str, title: str, queries: int = 6, k: int = 8
+) -> list[Path]:
+    """Reload a trained model from its checkpoint; save the ranked lists of a few queries (one per unseen class)
+    and a t-SNE map of the gallery embeddings. Returns the two PNG paths."""
     import numpy as np
 
-    from centrum.reports import plot_ranked_lists
+    from centrum.reports import plot_embedding_map, plot_ranked_lists
     from centrum.retrieval import EmbeddingIndex
     from centrum.training import load_trained_model
     from centrum.training.datamodule import RetrievalDataModule
@@ -89,18 +93,26 @@ def save_ranked_list(checkpoint: Path, splits, path: Path, title: str, queries: 
     index = EmbeddingIndex(gallery.embeddings.shape[1], metric="cosine")
     index.add(gallery.embeddings, labels=gallery.labels)
     found = index.search(query.embeddings, k)
-    return plot_ranked_lists(
+    ranked = plot_ranked_lists(
         lambda i: splits.query.load(picks[i]),
         splits.gallery.load,
         list(range(len(picks))),
         found.indices,
         query.labels,
         splits.gallery.labels,
-        path,
+        out / f"ranked_list_{name}.png",
         distances=found.distances,
-        title=title,
+        title=f"{title}: top-{k} gallery matches",
         class_names=splits.class_names,
     )
+    tsne = plot_embedding_map(
+        gallery.embeddings,
+        gallery.labels,
+        out / f"tsne_{name}.png",
+        title=f"{title}: unseen classes (t-SNE)",
+        max_points=1000,
+    )
+    return [ranked, tsne]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         run = train(config, args.out / config.name, splits=splits)
         results[name] = run.metrics
         plot_training_curves(run.run_dir / "metrics.csv", run.run_dir / "curves.png")
-        picture = args.out / f"ranked_list_{config.name}.png"
-        pictures.append(save_ranked_list(run.checkpoint, splits, picture, f"{name}: top-8 gallery matches"))
+        pictures += save_pictures(run.checkpoint, splits, args.out, config.name, name)
 
     minutes = (time.perf_counter() - start) / 60
     table = demo_table(results)
