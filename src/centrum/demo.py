@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from centrum.reports import plot_training_curves
     from centrum.training import load_config, train
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # keep the demo's output to progress and results
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     start = time.perf_counter()
     ensure_fashion_mnist(install=not args.no_install)

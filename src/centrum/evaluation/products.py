@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from centrum.evaluation._inputs import ArrayLike, check_ks, check_query_gallery
-from centrum.evaluation._ranking import LabelGroups, PreparedGallery, auto_chunk_size, relevant_ranks, score_queries
+from centrum.evaluation._inputs import ArrayLike, check_ks, check_query_gallery, query_gallery_blocks
+from centrum.evaluation._ranking import DistanceBlocks, LabelGroups, auto_chunk_size, score_queries, serial_on_cpu
 
 PRODUCT_KS = (1, 10, 20, 30, 50)
 
@@ -28,11 +28,12 @@ def item_centroids(
 
 
 def product_metrics(
-    query: ArrayLike,
-    gallery: ArrayLike,
-    query_labels: ArrayLike,
-    gallery_labels: ArrayLike,
+    query: ArrayLike | None = None,
+    gallery: ArrayLike | None = None,
+    query_labels: ArrayLike | None = None,
+    gallery_labels: ArrayLike | None = None,
     *,
+    distances: ArrayLike | None = None,
     centroids: bool = False,
     ks: Sequence[int] = PRODUCT_KS,
     metric: str = "cosine",
@@ -46,21 +47,33 @@ def product_metrics(
     With ``centroids=True`` the gallery is replaced by one centroid per item id (the mean of its
     embeddings, L2-normalised first for the cosine metric); mAP is then the mean reciprocal rank.
     Ties are broken by gallery order (centroids: by ascending item id). Values are fractions.
+
+    ``distances``: instead of ``query`` and ``gallery``, a precomputed Q x G distance matrix (smaller =
+    closer; per-image protocol only: centroids need the embeddings; ``metric`` is then ignored).
     """
     ks = check_ks(ks, "ks")
-    q, g, ql, gl = check_query_gallery(query, gallery, query_labels, gallery_labels, metric)
     if centroids:
+        if distances is not None:
+            raise ValueError(
+                "products-centroids needs query and gallery embeddings: a distance matrix cannot be averaged "
+                "into item centroids (use centroids=False with distances)"
+            )
+        q, g, ql, gl = check_query_gallery(query, gallery, query_labels, gallery_labels, metric)
         g, gl = item_centroids(g, gl, normalize=metric == "cosine")
-    prepared = PreparedGallery(g, metric)
+        blocks = DistanceBlocks.from_embeddings(q, g, metric)
+    else:
+        blocks, ql, gl = query_gallery_blocks(query, gallery, query_labels, gallery_labels, distances, metric)
+    num_query, num_gallery = blocks.shape
     groups = LabelGroups(gl)
-    step = auto_chunk_size(q.shape[0], g.shape[0], chunk_size)
+    step = auto_chunk_size(num_query, num_gallery, chunk_size)
     firsts, aps, nrel = [], [], []
-    for start in range(0, q.shape[0], step):
+    for start in range(0, num_query, step):
         rows = slice(start, start + step)
-        dist = prepared.distances(prepared.prepare_queries(q[rows]))
+        dist = blocks.block(rows)
         candidates, present = groups.members(ql[rows])
-        ranks, num_relevant = relevant_ranks(dist, candidates, present, torch.zeros_like(present))
-        scores = score_queries(ranks, num_relevant)
+        with serial_on_cpu(dist.device):
+            ranks, num_relevant = blocks.ranks(dist, candidates, present, torch.zeros_like(present))
+            scores = score_queries(ranks, num_relevant)
         firsts.append(scores.first_rank)
         aps.append(scores.average_precision)
         nrel.append(num_relevant)
@@ -71,6 +84,6 @@ def product_metrics(
     metrics: dict = {f"Acc@{k}": float((first[valid] <= k).double().mean()) for k in ks}
     metrics["mAP"] = float(ap[valid].mean())
     metrics["num_valid_queries"] = int(valid.sum())
-    metrics["num_queries"] = int(q.shape[0])
-    metrics["num_gallery_entries"] = int(g.shape[0])
+    metrics["num_queries"] = num_query
+    metrics["num_gallery_entries"] = num_gallery
     return metrics

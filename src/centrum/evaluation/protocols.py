@@ -28,20 +28,36 @@ def evaluate_protocol(protocol: str, arrays: Mapping[str, np.ndarray | torch.Ten
     ``"products"`` / ``"products-centroids"`` (:func:`product_metrics` per image / with item centroids)
     or ``"dml"`` (:func:`dml_metrics`). ``arrays`` holds ``query``, ``gallery``, ``query_labels``,
     ``gallery_labels`` and optionally ``query_cameras``, ``gallery_cameras`` (re-id), or ``embeddings``
-    and ``labels`` (dml). ``kwargs`` go to the protocol's function.
+    and ``labels`` (dml). For ``"reid"`` and ``"products"``, ``distances`` (Q x G, smaller = closer) may
+    replace ``query`` and ``gallery`` (``metric`` is then ignored); the centroid protocols need the
+    embeddings. ``kwargs`` go to the protocol's function.
     """
     if protocol not in _REQUIRED:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    missing = [name for name in _REQUIRED[protocol] if name not in arrays]
-    if missing:
-        raise ValueError(
-            f"protocol {protocol!r} needs arrays {', '.join(_REQUIRED[protocol])}; missing {', '.join(missing)} "
-            f"(given: {', '.join(sorted(arrays)) or 'none'})"
-        )
     a = arrays
+    from_distances = "distances" in a and protocol != "dml"
+    required = _REQUIRED[protocol][2:] if from_distances else _REQUIRED[protocol]
+    if from_distances and protocol.endswith("centroids"):
+        raise ValueError(
+            f"protocol {protocol!r} needs query and gallery embeddings to build centroids; a distances matrix "
+            f"only serves the per-image protocols reid and products (given: {', '.join(sorted(a))})"
+        )
+    missing = [name for name in required if name not in a]
+    if missing:
+        alternative = " (or distances instead of query and gallery)" if protocol in ("reid", "products") else ""
+        raise ValueError(
+            f"protocol {protocol!r} needs arrays {', '.join(required)}{alternative}; missing {', '.join(missing)} "
+            f"(given: {', '.join(sorted(a)) or 'none'})"
+        )
     if protocol == "dml":
         return dml_metrics(a["embeddings"], a["labels"], **kwargs)
-    pair = (a["query"], a["gallery"], a["query_labels"], a["gallery_labels"])
+    if from_distances:
+        if "query" in a or "gallery" in a:
+            raise ValueError("arrays hold both distances and query/gallery embeddings: give one of the two")
+        pair = (None, None, a["query_labels"], a["gallery_labels"])
+        kwargs = {**kwargs, "distances": a["distances"]}
+    else:
+        pair = (a["query"], a["gallery"], a["query_labels"], a["gallery_labels"])
     if protocol.startswith("products"):
         return product_metrics(*pair, centroids=protocol == "products-centroids", **kwargs)
     fn = reid_metrics if protocol == "reid" else reid_centroid_metrics

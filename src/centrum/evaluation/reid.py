@@ -12,13 +12,14 @@ from collections.abc import Sequence
 
 import torch
 
-from centrum.evaluation._inputs import ArrayLike, check_cameras, check_query_gallery
+from centrum.evaluation._inputs import ArrayLike, check_cameras, check_query_gallery, query_gallery_blocks
 from centrum.evaluation._ranking import (
     LabelGroups,
     PreparedGallery,
     auto_chunk_size,
     relevant_ranks,
     score_queries,
+    serial_on_cpu,
 )
 
 REID_RANKS = (1, 5, 10, 20)
@@ -66,13 +67,14 @@ def _check_max_rank(max_rank: int) -> int:
 
 
 def reid_metrics(
-    query: ArrayLike,
-    gallery: ArrayLike,
-    query_labels: ArrayLike,
-    gallery_labels: ArrayLike,
+    query: ArrayLike | None = None,
+    gallery: ArrayLike | None = None,
+    query_labels: ArrayLike | None = None,
+    gallery_labels: ArrayLike | None = None,
     query_cameras: ArrayLike | None = None,
     gallery_cameras: ArrayLike | None = None,
     *,
+    distances: ArrayLike | None = None,
     metric: str = "cosine",
     max_rank: int = 50,
     chunk_size: int | None = None,
@@ -88,23 +90,29 @@ def reid_metrics(
     ``metric``: ``"cosine"`` (default; the same ranking as the protocol's Euclidean distance on
     L2-normalised features), ``"euclidean"``, ``"squared_euclidean"`` or ``"dot"`` on the raw features.
     Cameras ``None`` (both) disables the camera filter. Queries are processed ``chunk_size`` at a time
-    (default: a block of about 4M query-gallery pairs), so memory does not grow with the query count.
-    Raises ``ValueError`` when no query is valid, saying why.
+    (default: a block of about 16M query-gallery pairs), so memory does not grow with the query count.
+
+    ``distances``: instead of ``query`` and ``gallery``, a precomputed Q x G distance matrix (smaller =
+    closer; e.g. re-ranked distances), as the widely copied ``eval_market1501`` takes; ``metric`` is then
+    ignored. float32 matrices (and float64 ones that float32 holds exactly) are ranked on fast 64-bit keys,
+    other float64 matrices by a stable sort of their float64 values. Raises ``ValueError`` when no query
+    is valid, saying why.
     """
     max_rank = _check_max_rank(max_rank)
-    q, g, ql, gl = check_query_gallery(query, gallery, query_labels, gallery_labels, metric)
-    qc, gc = check_cameras(query_cameras, gallery_cameras, q.shape[0], g.shape[0], q.device)
-    prepared = PreparedGallery(g, metric)
+    blocks, ql, gl = query_gallery_blocks(query, gallery, query_labels, gallery_labels, distances, metric)
+    num_query, num_gallery = blocks.shape
+    qc, gc = check_cameras(query_cameras, gallery_cameras, num_query, num_gallery, ql.device)
     groups = LabelGroups(gl)
-    step = auto_chunk_size(q.shape[0], g.shape[0], chunk_size)
+    step = auto_chunk_size(num_query, num_gallery, chunk_size)
     firsts, aps, inps, nrel = [], [], [], []
-    for start in range(0, q.shape[0], step):
+    for start in range(0, num_query, step):
         rows = slice(start, start + step)
-        dist = prepared.distances(prepared.prepare_queries(q[rows]))
+        dist = blocks.block(rows)
         candidates, present = groups.members(ql[rows])
         same_camera = torch.zeros_like(present) if qc is None else gc[candidates] == qc[rows][:, None]
-        ranks, num_relevant = relevant_ranks(dist, candidates, present & ~same_camera, present & same_camera)
-        scores = score_queries(ranks, num_relevant)
+        with serial_on_cpu(dist.device):
+            ranks, num_relevant = blocks.ranks(dist, candidates, present & ~same_camera, present & same_camera)
+            scores = score_queries(ranks, num_relevant)
         firsts.append(scores.first_rank)
         aps.append(scores.average_precision)
         inps.append(scores.inverse_negative_penalty)
@@ -126,6 +134,7 @@ def reid_centroid_metrics(
     max_rank: int = 50,
     chunk_size: int | None = None,
     distractor_labels: Sequence[int] = (),
+    distances: ArrayLike | None = None,
 ) -> dict:
     """Re-identification metrics against gallery identity centroids (protocols.md 2), done right.
 
@@ -140,7 +149,13 @@ def reid_centroid_metrics(
     Same arguments and keys as :func:`reid_metrics`, plus ``"num_centroids"`` and ``"num_gallery_entries"``.
     With one relevant centroid per query, mAP equals the mean reciprocal rank. This protocol uses the
     gallery labels to build centroids: report it beside :func:`reid_metrics`, never instead of it.
+    It needs the embeddings: ``distances`` (accepted for a clear error) cannot be averaged into centroids.
     """
+    if distances is not None:
+        raise ValueError(
+            "reid-centroids needs query and gallery embeddings: a distance matrix cannot be averaged into "
+            "identity centroids (use reid_metrics(distances=...) for the per-image protocol)"
+        )
     max_rank = _check_max_rank(max_rank)
     q, g, ql, gl = check_query_gallery(query, gallery, query_labels, gallery_labels, metric)
     qc, gc = check_cameras(query_cameras, gallery_cameras, q.shape[0], g.shape[0], q.device)
@@ -158,12 +173,14 @@ def reid_centroid_metrics(
     centroid_labels, inverse = torch.unique(gl[averaged], return_inverse=True)
     num_centroids = int(centroid_labels.shape[0])
     label_sums = torch.zeros(num_centroids, g.shape[1], dtype=torch.float64, device=device)
-    label_sums.index_add_(0, inverse, source[averaged].double())
+    averaged64 = source[averaged].double()  # one float64 copy, for both sums
+    label_sums.index_add_(0, inverse, averaged64)
     label_counts = torch.bincount(inverse, minlength=num_centroids)
     # per (identity, camera) sums, to subtract the query camera's images from the positive centroid
     pair_keys, pair_inverse = torch.unique(torch.stack([gl[averaged], gc[averaged]], 1), dim=0, return_inverse=True)
     pair_sums = torch.zeros(pair_keys.shape[0], g.shape[1], dtype=torch.float64, device=device)
-    pair_sums.index_add_(0, pair_inverse, source[averaged].double())
+    pair_sums.index_add_(0, pair_inverse, averaged64)
+    del averaged64
     pair_counts = torch.bincount(pair_inverse, minlength=pair_keys.shape[0])
 
     singletons = distractor.nonzero().flatten()
@@ -201,8 +218,9 @@ def reid_centroid_metrics(
         cand_is_centroid = is_centroid[candidates]
         same_camera = (entry_cameras[candidates] == qc[rows][:, None]) & ~cand_is_centroid
         relevant = present & torch.where(cand_is_centroid, usable[:, None], ~same_camera)
-        ranks, num_relevant = relevant_ranks(dist, candidates, relevant, present & ~relevant)
-        scores = score_queries(ranks, num_relevant)
+        with serial_on_cpu(dist.device):
+            ranks, num_relevant = relevant_ranks(dist, candidates, relevant, present & ~relevant)
+            scores = score_queries(ranks, num_relevant)
         firsts.append(scores.first_rank)
         aps.append(scores.average_precision)
         inps.append(scores.inverse_negative_penalty)
