@@ -112,6 +112,7 @@ def save_pictures(
         out / f"tsne_{name}.png",
         title=f"{title}: unseen classes (t-SNE)",
         max_points=1000,
+        class_names=splits.class_names,
     )
     return [ranked, tsne]
 

@@ -1,6 +1,6 @@
 """The ``centrum`` command line: one module per command group, each with a ``register(subparsers)``.
 
-Commands: ``train``, ``evaluate``, ``embed``, ``index build|search``, ``search``, ``serve``.
+Commands: ``train``, ``evaluate``, ``embed``, ``index build|search``, ``search``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # module name -> registers its subcommand(s); imported lazily so that `centrum --help` stays fast
-COMMAND_MODULES = ("train", "evaluate", "embed", "index", "search", "serve")
+COMMAND_MODULES = ("train", "evaluate", "embed", "index", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"centrum.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"centrum.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"centrum.cli.{name}").register(sub)
     return parser
 
 

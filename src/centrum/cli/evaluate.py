@@ -137,11 +137,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate embeddings with a published protocol",
         description="Evaluate a trained model (--checkpoint) on its dataset, or embeddings stored in an .npz: "
-        "arrays query, gallery, query_labels, gallery_labels "
-        "[, query_cameras, gallery_cameras] (reid, products) or embeddings, labels (dml). Centroid protocols "
-        "are reported beside the per-image one. Printed values are percent; --json writes fractions.",
+        "arrays query, gallery (or a Q x G distances matrix, per-image protocols only), query_labels, "
+        "gallery_labels [, query_cameras, gallery_cameras] (reid, products) or embeddings, labels (dml). "
+        "Centroid protocols are reported beside the per-image one. Printed values are percent; --json writes "
+        "fractions.",
     )
-    p.add_argument("--embeddings", help=".npz file with the embeddings and labels")
+    p.add_argument("--embeddings", help=".npz file with the embeddings (or distances) and labels")
     p.add_argument(
         "--checkpoint",
         type=pathlib.Path,

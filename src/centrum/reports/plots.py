@@ -108,6 +108,7 @@ def plot_embedding_map(
     title: str | None = None,
     seed: int = 0,
     max_points: int = 2000,
+    class_names: dict[int, str] | None = None,
 ) -> Path:
     """A 2-D t-SNE map of embeddings coloured by label (the Symm paper's embedding-space picture)."""
     from sklearn.manifold import TSNE
@@ -122,7 +123,11 @@ def plot_embedding_map(
     xy = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(embeddings)
     fig, ax = plt.subplots(figsize=(5, 5))
     scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6)
-    ax.legend(*scatter.legend_elements(), fontsize=7, loc="best", markerscale=0.8)
+    classes = np.unique(labels)
+    if len(classes) <= 10:  # one legend entry per class; beyond ten a legend says nothing
+        handles, _ = scatter.legend_elements(num=list(classes))
+        names = [class_names.get(int(c), str(c)) if class_names else str(c) for c in classes]
+        ax.legend(handles, names, fontsize=7, loc="best", markerscale=0.8)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
