@@ -123,11 +123,11 @@ def main() -> None:
         t_vec, m_vec = measure(ctl, x, y, dev, args.repeats)
         t_loop, m_loop = measure(ctl_per_rotation_loop, x, y, dev, args.repeats)
         print(
-            f"{'CTL official':<18}{'vector ms':>10}{'loop ms':>10}{'speedup':>8}{'vector ' + mem_name:>16}"
+            f"{'CTL official':<18}{'vector ms':>10}{'loop ms':>10}{'speedup':>8}{'vector ' + mem_name:>18}"
             f"{'loop ' + mem_name:>16}"
         )
         print(
-            f"{'':<18}{t_vec * 1e3:>10.3f}{t_loop * 1e3:>10.3f}{t_loop / t_vec:>8.2f}{m_vec:>16.2f}{m_loop:>16.2f}"
+            f"{'':<18}{t_vec * 1e3:>10.3f}{t_loop * 1e3:>10.3f}{t_loop / t_vec:>8.2f}{m_vec:>18.2f}{m_loop:>16.2f}"
             f"   (|vector - loop| = {check:.1e})"
         )
 

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
+from centrum.distances import l2_normalize, pairwise_distance
 from centrum.losses import CenterLoss, CentroidTripletLoss, CrossEntropyLabelSmooth, centroid_triplet_loss
+from centrum.losses.functional import _ctl_official_general, rowwise_distance
 
 
 def d(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,6 +122,89 @@ def test_official_variant_matches_authors_algorithm(P, M):
     x = torch.randn(P * M, 7, generator=g) * 2
     ours = CentroidTripletLoss(margin=0.5, variant="official")(x, y)
     assert ours.item() == pytest.approx(ctl_official_authors_loop(x, y.tolist(), 0.5), abs=1e-5)
+
+
+def _shuffled_balanced(P: int, M: int, D: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(P).repeat_interleave(M) * 7 - 3)[torch.randperm(P * M, generator=g)]
+    return torch.randn(P * M, D, generator=g), y
+
+
+def _official_general(x: torch.Tensor, y: torch.Tensor, distance: str, normalize: bool) -> torch.Tensor:
+    """The general (any class sizes) official path, bypassing the equal-size fast path."""
+    _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    return _ctl_official_general(l2_normalize(x) if normalize else x, inverse, counts, 0.5, distance)
+
+
+@pytest.mark.parametrize("M", [2, 3, 4])
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine", "dot"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_official_fast_path_equals_general_path_in_value_and_gradient(M, distance, normalize):
+    x, y = _shuffled_balanced(5, M, 8, seed=M)
+    x = x.requires_grad_()
+    fast = centroid_triplet_loss(x, y, 0.5, "official", distance, normalize)
+    (g_fast,) = torch.autograd.grad(fast, x)
+    general = _official_general(x, y, distance, normalize)
+    (g_general,) = torch.autograd.grad(general, x)
+    assert fast.item() > 0
+    torch.testing.assert_close(fast, general, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_fast, g_general, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("M", [2, 3, 4])
+def test_official_fast_path_matches_authors_loop_on_shuffled_batches(M):
+    x, y = _shuffled_balanced(6, M, 7, seed=10 + M)
+    x = x * 2
+    ours = centroid_triplet_loss(x, y, variant="official")
+    assert ours.item() == pytest.approx(ctl_official_authors_loop(x, y.tolist(), 0.5), abs=1e-5)
+    # the same batch handed over grouped by class (each class keeping its order) gives the same loss
+    order = torch.argsort(y, stable=True)
+    assert centroid_triplet_loss(x[order], y[order], variant="official").item() == pytest.approx(ours.item(), abs=1e-6)
+
+
+def test_official_fast_path_gradient_on_contiguous_and_strided_input():
+    x, y = _shuffled_balanced(4, 4, 6, seed=21)
+    order = torch.argsort(y, stable=True)
+    x, y = x[order], y[order]  # grouped: no reordering inside
+    strided = x.T.contiguous().T.requires_grad_()  # same values, column-major storage
+    loss = centroid_triplet_loss(strided, y, variant="official")
+    loss.backward(retain_graph=True)
+    first = strided.grad.clone()
+    loss.backward()  # the saved tensors are left intact: a second backward adds the same gradient
+    torch.testing.assert_close(strided.grad, 2 * first)
+    x = x.clone().requires_grad_()
+    general = _official_general(x, y, "euclidean", False)
+    general.backward()
+    torch.testing.assert_close(first, x.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "cosine", "dot"])
+def test_paper_variant_gradient_matches_dense_formulation(distance):
+    g = torch.Generator().manual_seed(8)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4])[torch.randperm(11, generator=g)]
+    x = torch.randn(11, 6, generator=g, requires_grad=True)
+    ours = centroid_triplet_loss(x, y, 0.5, "paper", distance)
+    (g_ours,) = torch.autograd.grad(ours, x)
+    # dense reference: every query-to-centroid distance with gradient, the hardest negative by masked min
+    classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(classes), 6).index_add(0, inverse, x)
+    own = counts[inverse]
+    loo = (sums[inverse] - x) / (own - 1).clamp_min(1).unsqueeze(1)
+    d_neg = pairwise_distance(x, sums / counts.unsqueeze(1), distance)
+    d_neg = d_neg.masked_fill(inverse.unsqueeze(1) == torch.arange(len(classes)), float("inf")).min(1).values
+    ref = torch.relu(rowwise_distance(x, loo, distance) - d_neg + 0.5)[own >= 2].mean()
+    (g_ref,) = torch.autograd.grad(ref, x)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ctl_finite_values_whose_sum_overflows_are_not_rejected():
+    # the NaN/inf check starts from the sum; a sum that overflows must fall back to the full check, not raise
+    x = torch.tensor([[3e38, 3e38], [3e38, 2e38], [-1.0, 0.0], [0.0, 1.0]])
+    for variant in ("paper", "official"):
+        CentroidTripletLoss(variant=variant)(x, torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="NaN or inf values in 1 row"):
+        CentroidTripletLoss(variant="official")(x.clone().index_fill_(0, torch.tensor([2]), float("nan")), [0, 0, 1, 1])
 
 
 def test_official_variant_on_shuffled_balanced_batch_uses_order_of_appearance():
