@@ -64,9 +64,8 @@ def make_step(model, loss_fn: Callable, images, labels, extra_params=(), amp: bo
 
 
 def row(name: str, base: float, other: float) -> str:
-    return (
-        f"{name:<34}{base * 1000:>12.1f}{other * 1000:>12.1f}{other / base:>9.3f}   (+{100 * (other / base - 1):.1f} %)"
-    )
+    extra = 100 * (other / base - 1)
+    return f"{name:<34}{base * 1000:>12.1f}{other * 1000:>12.1f}{other / base:>9.3f}   ({extra:+.1f} %)"
 
 
 def main() -> None:
@@ -118,8 +117,8 @@ def main() -> None:
         symm_step = make_step(model, lambda out, y: symm(out["raw"], y), images, labels, amp=args.amp)
         t_base = median_seconds(base_step, args.repeats, device)
         t_symm = median_seconds(symm_step, args.repeats, device)
-        print(row(f"GoogLeNet 64x2 {s}x{s}: triplet+Symm", t_base, t_symm).replace("bare", "base"))
-        print("  (bare column = the same step with the plain triplet loss)")
+        print(row(f"GoogLeNet 64x2 {s}x{s}: triplet+Symm", t_base, t_symm))
+        print("  (for Symm, the bare column is the same step with the plain triplet loss)")
 
 
 if __name__ == "__main__":

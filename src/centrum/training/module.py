@@ -90,7 +90,7 @@ class RetrievalModule(L.LightningModule):
         return optimizers if isinstance(optimizers, list) else [optimizers]
 
     def configure_optimizers(self) -> Any:
-        """Adam on the model (and any learnable loss parameters), SGD on the centers, LR schedule per epoch."""
+        """Adam on the model (and any learnable loss parameters but the centers), with the per-epoch schedule."""
         opt_cfg = self.config.optimizer
         center_ids = {id(p) for p in self._center_parameters()}
         main = [p for p in self.parameters() if p.requires_grad and id(p) not in center_ids]
@@ -104,7 +104,7 @@ class RetrievalModule(L.LightningModule):
         return [adam], [{"scheduler": schedule, "interval": "epoch"}]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
-        """One P x M batch: objective, backward, a step of every optimiser, and logging of each term."""
+        """One P x M batch: objective, backward, the centers' SGD step, Adam's step, and each term logged."""
         if batch is None:  # every image of the batch was unreadable and skipped
             return None
         images, labels, _, _ = batch
