@@ -152,3 +152,22 @@ def test_run_killed_mid_epoch_resumes_and_finishes(stripes_csv: Path, tiny_confi
     assert steps == sorted(steps) and len(steps) == len(set(steps))
     assert steps[0] == 0 and steps[-1] == final["global_step"] - 1
     assert result.metrics["products"]["num_valid_queries"] > 0
+
+
+def test_corrupt_image_is_skipped_and_reported_at_the_end(stripes_csv: Path, tiny_config, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(stripes_csv.parent, root)
+    broken = root / "train" / "0003.png"
+    broken.write_bytes(b"not a png")
+    config = tiny_config("ctl", max_epochs=1)
+    config.data.root = str(root / stripes_csv.name)
+    config.data.on_error = "skip"
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\)"):
+        result = train(config, tmp_path / "run", enable_progress_bar=False)
+    assert json.loads((result.run_dir / "results.json").read_text())["skipped_images"] == [str(broken)]
+
+    config.data.on_error = "raise"
+    with pytest.raises(ValueError, match=r"0003\.png"):
+        train(config, tmp_path / "run2", enable_progress_bar=False)

@@ -51,6 +51,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.on_error = on_error
         self.seed = seed
         self._splits = splits
+        self._datasets: list[ImageDataset] = []  # every dataset handed out, for the skipped-image report
 
     @property
     def splits(self) -> DatasetSplits:
@@ -80,7 +81,7 @@ class RetrievalDataModule(L.LightningDataModule):
         train = self.splits.train
         sampler = PKSampler(train.labels, p=self.p, m=self.m, seed=self.seed, num_replicas=world, rank=rank)
         return DataLoader(
-            ImageDataset(train, self.train_transform(), on_error=self.on_error),
+            self._track(ImageDataset(train, self.train_transform(), on_error=self.on_error)),
             batch_sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
@@ -91,9 +92,17 @@ class RetrievalDataModule(L.LightningDataModule):
     def eval_dataloader(self, samples: SampleList) -> DataLoader:
         """Batches of ``samples`` in order, with the test-time transform."""
         return DataLoader(
-            ImageDataset(samples, self.test_transform(), on_error=self.on_error),
+            self._track(ImageDataset(samples, self.test_transform(), on_error=self.on_error)),
             batch_size=self.test_batch_size,
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate,
         )
+
+    def _track(self, dataset: ImageDataset) -> ImageDataset:
+        self._datasets.append(dataset)
+        return dataset
+
+    def skipped_paths(self) -> list[str]:
+        """Paths of the unreadable images skipped so far (``on_error="skip"``), each once, sorted."""
+        return sorted({path for dataset in self._datasets for path in dataset.skipped_paths})

@@ -56,6 +56,9 @@ def embed_loader(
         features.append((l2_normalize(out) if normalize else out).cpu())
         indices.append(index.cpu())
     model.train(was_training)
+    report = getattr(loader.dataset, "report_skipped", None)
+    if report is not None:
+        report()  # warns with the count and paths of the images skipped under on_error="skip"
     if not features:
         raise ValueError("no image could be read: every image of the set was skipped")
     return torch.cat(features).numpy(), torch.cat(indices).numpy()

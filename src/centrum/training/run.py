@@ -245,10 +245,13 @@ def train(
     final = run_dir / "model.ckpt"
     trainer.save_checkpoint(final)
     metrics = evaluator.history[-1][1] if evaluator.history else {}
+    skipped = datamodule.skipped_paths()
+    if skipped:
+        shown = "\n  ".join(skipped[:20]) + (f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else "")
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) (data.on_error=skip):\n  {shown}", stacklevel=2)
     if trainer.is_global_zero:
-        (run_dir / "results.json").write_text(
-            json.dumps({"config": config.name, "seed": config.seed, "metrics": metrics}, indent=2, default=float)
-        )
+        summary = {"config": config.name, "seed": config.seed, "metrics": metrics, "skipped_images": skipped}
+        (run_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     return RunResult(
         run_dir=run_dir, metrics=metrics, checkpoint=final, history=evaluator.history, model=module.model.eval()
     )
