@@ -86,6 +86,11 @@ def test_cli_errors_name_the_file_at_fault(tmp_path: Path, capsys) -> None:
     assert f"{not_centrum} is not a centrum checkpoint" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt")]) == 2
     assert "missing.ckpt does not exist" in capsys.readouterr().err
+    args = ["evaluate", "--checkpoint", str(not_centrum), "--dataset", "cub200", "--option", "max_per_class"]
+    assert main(args) == 2
+    assert "--option 'max_per_class' must look like KEY=VALUE" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(not_centrum), "--option", "max_per_class=5"]) == 2
+    assert "give --dataset too" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "none.yaml")]) == 2
     assert "none.yaml does not exist" in capsys.readouterr().err
     config = tmp_path / "bad.yaml"

@@ -70,12 +70,12 @@ def _checkpoint_arrays(args: argparse.Namespace) -> dict[str, np.ndarray]:
     from centrum.training.datamodule import RetrievalDataModule
     from centrum.training.inference import embed_samples, protocol_arrays
 
+    options = _reader_options(args.option, args.dataset)  # checked before the (slow) checkpoint load
     device = default_device(args.device)
     trained = load_trained_model(args.checkpoint, map_location=device)
     data = trained.config.data
     if args.dataset:
-        options = dict(item.split("=", 1) for item in args.option)
-        splits = build_dataset(args.dataset, args.root, **{k: _parse_value(v) for k, v in options.items()})
+        splits = build_dataset(args.dataset, args.root, **options)
     else:
         splits = build_dataset(data.dataset, args.root or data.root, **data.options)
     dm = RetrievalDataModule(**{**vars(data), "num_workers": args.workers}, splits=splits)
@@ -101,10 +101,19 @@ def _checkpoint_arrays(args: argparse.Namespace) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _parse_value(text: str):
+def _reader_options(items: list[str], dataset: str | None) -> dict:
+    """``KEY=VALUE`` items (values read as YAML) as keyword arguments of the dataset reader."""
     import yaml
 
-    return yaml.safe_load(text)
+    if items and not dataset:
+        raise ValueError("--option sets a reader option of --dataset; give --dataset too")
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r} must look like KEY=VALUE, e.g. max_per_class=50")
+        options[key] = yaml.safe_load(value)
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
