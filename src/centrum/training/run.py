@@ -423,7 +423,6 @@ _QUIET_WARNINGS = (
     "Checkpoint directory .* exists and is not empty",
     ".*does not have many workers which may be a bottleneck.*",
     "Trying to infer the `batch_size` from an ambiguous collection",
-
 )
 
 
