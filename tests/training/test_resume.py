@@ -20,7 +20,7 @@ from centrum.training import run as run_module
 from centrum.training import train
 
 
-class Interrupted(Exception):
+class RunInterruptedError(Exception):
     """Stands for a crash in-process (the SIGKILL test below does the real thing in a subprocess)."""
 
 
@@ -30,7 +30,7 @@ class StopAtStep(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            raise Interrupted(f"stopped at step {self.step}")
+            raise RunInterruptedError(f"stopped at step {self.step}")
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:
@@ -57,21 +57,21 @@ class FailingEvaluation:
     def __call__(self, *args, **kwargs):
         self.calls += 1
         if self.calls == self.fail_at:
-            raise Interrupted("evaluation failed")
+            raise RunInterruptedError("evaluation failed")
         return self.real(*args, **kwargs)
 
 
 def test_interrupted_runs_resume_exactly(tiny_config, stripes_splits, tmp_path: Path, monkeypatch) -> None:
-    """Three epochs of 4 batches, evaluated after each, checkpointed every step. Interrupted twice mid-epoch,
+    """Three epochs of 4 batches, evaluated after each, checkpointed every step. RunInterruptedError twice mid-epoch,
     or during the final evaluation, then resumed: the same weights, metrics and metrics rows as the run
     that was never interrupted; the final evaluation that failed is run again."""
     config = tiny_config("ctl", max_epochs=3, eval_every=1, checkpoint_every_n_steps=1)
     expected = train(config, tmp_path / "reference", splits=stripes_splits, enable_progress_bar=False)
 
     run_dir = tmp_path / "twice"
-    with pytest.raises(Interrupted):  # mid-epoch 2
+    with pytest.raises(RunInterruptedError):  # mid-epoch 2
         train(config, run_dir, splits=stripes_splits, enable_progress_bar=False, callbacks=[StopAtStep(6)])
-    with pytest.raises(Interrupted):  # again, in the resumed part, at epoch 3's second batch
+    with pytest.raises(RunInterruptedError):  # again, in the resumed part, at epoch 3's second batch
         train(
             config, run_dir, resume=True, splits=stripes_splits, enable_progress_bar=False, callbacks=[StopAtStep(10)]
         )
@@ -85,7 +85,7 @@ def test_interrupted_runs_resume_exactly(tiny_config, stripes_splits, tmp_path: 
 
     run_dir = tmp_path / "evaluation"
     monkeypatch.setattr(run_module, "evaluate_model", FailingEvaluation(fail_at=3))  # the final one
-    with pytest.raises(Interrupted):
+    with pytest.raises(RunInterruptedError):
         train(config, run_dir, splits=stripes_splits, enable_progress_bar=False)
     monkeypatch.undo()
     resumed = train(config, run_dir, resume=True, splits=stripes_splits, enable_progress_bar=False)
@@ -95,7 +95,7 @@ def test_interrupted_runs_resume_exactly(tiny_config, stripes_splits, tmp_path: 
 
 def test_resume_without_a_run_says_so(tiny_config, stripes_splits, tmp_path: Path) -> None:
     config = tiny_config("ctl", max_epochs=1)
-    with pytest.raises(ValueError, match="there is no run to resume in .*drop --resume"):
+    with pytest.raises(ValueError, match=r"there is no run to resume in .*drop --resume"):
         train(config, tmp_path / "nothing", resume=True, splits=stripes_splits, enable_progress_bar=False)
     assert not (tmp_path / "nothing" / "config.yaml").exists()
 
@@ -123,7 +123,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tiny_config, stripes_sp
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     checkpoint["extra"] = Payload()
     torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
-    with pytest.raises(ValueError, match="last.ckpt was refused: it holds Python objects that could run code"):
+    with pytest.raises(ValueError, match=r"last\.ckpt was refused: it holds Python objects that could run code"):
         train(config, run_dir, resume=True, splits=stripes_splits, enable_progress_bar=False)
     assert not marker.exists()
 
