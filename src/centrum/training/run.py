@@ -228,12 +228,15 @@ class EpochLines(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        logged = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
-        for key in ("train/loss_epoch", "train/synthetic_ratio_epoch", "train/lr"):
-            if key in logged:
-                name = key.removeprefix("train/").removesuffix("_epoch")
-                parts.append(f"{name} {float(logged[key]):.4g}")
+        # the module's running sums (its own epoch end, which logs and resets them, comes after this hook)
+        sums, images = getattr(pl_module, "epoch_sums", {}), max(getattr(pl_module, "epoch_images", 0), 1)
+        for name in ("loss", "synthetic_ratio"):
+            if name in sums:
+                parts.append(f"{name} {sums[name] / images:.4g}")
+        optimizers = trainer.optimizers
+        if optimizers:
+            parts.append(f"lr {optimizers[0].param_groups[0]['lr']:.3g}")
         parts.append(f"{time.monotonic() - self._start:.1f} s")
         print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
         evaluator = next((c for c in trainer.callbacks if isinstance(c, EvaluateDuringTraining)), None)
@@ -245,10 +248,10 @@ class EpochLines(Callback):
 def _main_figures(metrics: dict[str, dict]) -> str:
     shown = ("mAP", "Acc@1", "R@1", "Recall@1", "rank-1", "NMI", "MAP@R")
     parts = [
-        f"{protocol} {name} {float(value):.4f}"
+        f"{protocol} {name} {float(values[name]):.4f}"
         for protocol, values in metrics.items()
-        for name, value in values.items()
-        if name in shown and isinstance(value, int | float)
+        for name in shown
+        if isinstance(values.get(name), int | float) and not isinstance(values.get(name), bool)
     ]
     return ", ".join(parts) or "(no scalar metrics)"
 
