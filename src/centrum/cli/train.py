@@ -24,7 +24,7 @@ class _OverridesAnywhere(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
-        late = [a for a in extras if "=" in a and not a.startswith("-")]
+        late = [a for a in extras if not a.startswith("-")]  # checked as overrides by load_config
         if late:
             parsed.overrides = [*(getattr(parsed, "overrides", None) or []), *late]
             extras = [a for a in extras if a not in late]

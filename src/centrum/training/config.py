@@ -201,6 +201,8 @@ def check_ranges(config: ExperimentConfig) -> ExperimentConfig:
     _check(all(m >= 0 for m in o.milestones), "optimizer.milestones", "epochs >= 0", list(o.milestones))
     _check(_finite_number(o.center_lr) and o.center_lr >= 0, "optimizer.center_lr", ">= 0", o.center_lr)
     _check(t.max_epochs >= 1, "trainer.max_epochs", ">= 1", t.max_epochs)
+    precisions = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64")
+    _check(t.precision in precisions, "trainer.precision", f"one of {', '.join(precisions)}", t.precision)
     _check(t.eval_every >= 0, "trainer.eval_every", ">= 0 (0: only after the last epoch)", t.eval_every)
     _check(
         t.checkpoint_every_n_steps >= 0,
@@ -337,7 +339,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ValueError(f"override {item!r} must look like section.field=value (e.g. trainer.max_epochs=2)")
         path, raw = item.split("=", 1)
         keys = path.strip().split(".")
-        value = yaml_load(raw) if raw.strip() else None
+        try:
+            value = yaml_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({first})") from exc
         node = data
         for key in keys[:-1]:
             node = node.setdefault(key, {})

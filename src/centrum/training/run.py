@@ -41,7 +41,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from centrum.data import DatasetSplits
 from centrum.io import atomic_write_json, atomic_write_text, safe_torch_load
-from centrum.training.config import ExperimentConfig, config_from_dict
+from centrum.training.config import ExperimentConfig, config_from_dict, yaml_load
 from centrum.training.datamodule import RetrievalDataModule
 from centrum.training.inference import DEFAULT_PROTOCOLS, evaluate_model
 from centrum.training.module import RetrievalModule
@@ -372,7 +372,7 @@ def _check_resume(run_dir: Path, config: ExperimentConfig, resume: bool) -> Path
         import yaml
 
         try:
-            saved = config_from_dict(yaml.safe_load(saved_file.read_text()))
+            saved = config_from_dict(yaml_load(saved_file.read_text()))
         except (ValueError, yaml.YAMLError) as exc:
             raise ValueError(f"cannot resume {run_dir}: its config.yaml cannot be read ({exc})") from exc
         differing = [k for k in config_differences(saved, config) if not k.startswith("trainer.")]
@@ -393,7 +393,14 @@ def _checkpoint_classes() -> list[Any]:
 
 def _load_resume_checkpoint(path: Path) -> dict[str, Any]:
     """Read the checkpoint to resume from safely (``weights_only``); check that it is one of ours."""
-    checkpoint = safe_torch_load(path, what="checkpoint", allowed=_checkpoint_classes)
+    try:
+        checkpoint = safe_torch_load(path, what="checkpoint", allowed=_checkpoint_classes)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as exc:  # a damaged file can fail deep in the unpickler in many ways
+        raise ValueError(
+            f"checkpoint {path} could not be read as a PyTorch file ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(checkpoint, dict) or "RunCheckpoint" not in checkpoint.get("callbacks", {}):
         raise ValueError(
             f"checkpoint {path} was not written by this version of `centrum train` (no sampler position); "
@@ -481,7 +488,12 @@ def train(
     tcfg = config.trainer
     _check_accelerator(tcfg.accelerator)
     ckpt_path = _check_resume(run_dir, config, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}") from exc
+    if not os.access(run_dir, os.W_OK):
+        raise ValueError(f"cannot write into the run folder {run_dir}: it is not writable")
     if ckpt_path is not None:
         resume_state = _load_resume_checkpoint(ckpt_path)
         _set_metrics_aside(run_dir, int(resume_state.get("global_step", 0)))
@@ -614,8 +626,9 @@ def train_runs(
     if runs < 1:
         raise ValueError(f"--runs must be at least 1, got {runs}")
     out_dir = Path(out_dir)
+    extra: dict[str, Any] = {} if progress is None else {"progress": progress}
     if runs == 1:
-        return [train(config, out_dir, resume=resume, progress=progress)]
+        return [train(config, out_dir, resume=resume, **extra)]
     seeds = [config.seed + i for i in range(runs)]
     started = [(out_dir / f"seed-{s}" / "checkpoints" / "last.ckpt").exists() for s in seeds]
     if resume and not any(started):
@@ -625,7 +638,7 @@ def train_runs(
         if resume and not was_started:
             print(f"seed {seed} had not started: training it from the beginning", flush=True)
         run_dir = out_dir / f"seed-{seed}"
-        results.append(train(replace(config, seed=seed), run_dir, resume=resume and was_started, progress=progress))
+        results.append(train(replace(config, seed=seed), run_dir, resume=resume and was_started, **extra))
     summary = summarize_runs([r.metrics for r in results])
     atomic_write_json(
         out_dir / "summary.json",
