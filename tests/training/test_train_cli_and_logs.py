@@ -4,6 +4,8 @@ Lightning's noise silenced, and the curves picture it writes."""
 from __future__ import annotations
 
 import csv
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,13 @@ def test_train_by_name_with_late_overrides_and_plain_progress(
     run = tmp_path / "run"
     assert {"config.yaml", "metrics.csv", "model.ckpt", "results.json", "curves.png"} <= {p.name for p in run.iterdir()}
     assert Image.open(run / "curves.png").size[0] > 600
+    # written atomically: no temporary file left behind, ordinary permissions, strict JSON
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.yaml", "results.json", "curves.png", "metrics.csv", "checkpoints/last.ckpt"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    json.loads((run / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"results.json has {c}"))
 
 
 def test_unknown_config_name_lists_the_shipped_configs(tmp_path: Path, monkeypatch, capsys) -> None:
