@@ -100,6 +100,15 @@ def plot_training_curves(metrics_csv: str | Path, path: str | Path, keys: Sequen
         chosen = list(keys)
     else:
         chosen = [c for c in columns if c.endswith("_epoch") or c.startswith("eval/") or c == "train/lr"]
+
+        def reading_order(column: str) -> tuple:
+            # the training loss first, its terms, the learning rate, then each protocol's metrics, mAP first
+            if column.startswith("eval/"):
+                protocol, _, metric = column.removeprefix("eval/").rpartition("/")
+                return (3, protocol, metric != "mAP", metric)
+            return (0 if column == "train/loss_epoch" else 2 if column == "train/lr" else 1, column)
+
+        chosen.sort(key=reading_order)
     curves: dict[str, tuple[list[float], list[float]]] = {}
     for key in chosen:
         points = sorted(
