@@ -25,13 +25,14 @@ def write_config(tmp_path: Path, tiny_config, stripes_csv: Path) -> Path:
 
 
 def test_train_by_name_with_late_overrides_and_plain_progress(
-    stripes_csv: Path, tiny_config, tmp_path: Path, monkeypatch, capsys
+    stripes_csv: Path, tiny_config, tmp_path: Path, monkeypatch, capfd
 ) -> None:
+    """capfd, not capsys: Lightning's banners go to a logging handler bound to the process's stderr."""
     write_config(tmp_path, tiny_config, stripes_csv)
     monkeypatch.chdir(tmp_path)
     # a config name found in ./configs/, an override after --out, plain lines (stdout is not a terminal)
     assert main(["train", "tiny", "--out", "run", "trainer.max_epochs=2", "--progress", "auto"]) == 0
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     lines = captured.out.splitlines()
     epochs = [line for line in lines if line.startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
