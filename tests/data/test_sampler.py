@@ -112,3 +112,34 @@ def test_works_as_dataloader_batch_sampler() -> None:
     batches = list(loader)
     assert len(batches) == len(loader) == 4  # 6 classes x ceil(3 / 2) chunks / p = 3
     assert all(len(torch.unique(y)) == 3 for _, y in batches)
+
+
+def test_resume_at_continues_with_the_next_batch_of_the_epoch() -> None:
+    labels = uneven_labels()
+    whole = PKSampler(labels, p=4, m=2, seed=3)
+    whole.set_epoch(2)
+    epoch_two = list(whole)
+    resumed = PKSampler(labels, p=4, m=2, seed=3)
+    resumed.resume_at(2, 5)
+    resumed.set_epoch(2)  # Lightning sets the epoch again before iterating: the position stays
+    assert list(resumed) == epoch_two[5:]
+    resumed.set_epoch(3)  # the next epoch starts at its first batch
+    assert list(resumed) == resumed.batches(3)
+    with pytest.raises(ValueError, match="cannot resume at epoch 0, batch 999"):
+        resumed.resume_at(0, 999)
+
+
+def test_per_image_seeds_depend_only_on_the_position() -> None:
+    labels = uneven_labels()
+    seeded = PKSampler(labels, p=4, m=2, seed=3, with_seeds=True)
+    seeded.set_epoch(1)
+    batches = list(seeded)
+    assert [[i for i, _ in b] for b in batches] == PKSampler(labels, p=4, m=2, seed=3).batches(1)
+    seeds = [s for b in batches for _, s in b]
+    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2**63 for s in seeds)
+    again = PKSampler(labels, p=4, m=2, seed=3, with_seeds=True)
+    again.resume_at(1, 2)
+    assert list(again) == batches[2:]  # a resumed run draws the very same augmentation seeds
+    other_epoch = PKSampler(labels, p=4, m=2, seed=3, with_seeds=True)
+    other_epoch.set_epoch(2)
+    assert not set(seeds) & {s for b in other_epoch for _, s in b}

@@ -92,3 +92,39 @@ def test_warmup_then_step_decay_by_hand() -> None:
     assert warmup_multistep_factor(69) == pytest.approx(0.1)
     assert warmup_multistep_factor(70) == pytest.approx(0.01)
     assert warmup_multistep_factor(3, warmup_epochs=0, milestones=()) == 1.0
+
+
+def test_exponent_numbers_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string; configs read it as the number it is."""
+    path = tmp_path / "c.yaml"
+    path.write_text("optimizer:\n  lr: 1e-3\n  weight_decay: 5E-4\nobjective:\n  center_weight: 5e-4\n")
+    config = load_config(path, ["optimizer.center_lr=2e-1"])
+    assert config.optimizer.lr == 0.001 and config.optimizer.weight_decay == 0.0005
+    assert config.optimizer.center_lr == 0.2 and config.objective.center_weight == 0.0005
+    assert load_config(path, ["name=1e3x"]).name == "1e3x"  # not every digit-led word is a number
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"trainer": {"max_epochs": -1}}, "trainer.max_epochs must be >= 1, got -1"),
+        ({"trainer": {"max_epochs": 0}}, "trainer.max_epochs must be >= 1, got 0"),
+        ({"trainer": {"eval_every": -2}}, "trainer.eval_every must be >= 0"),
+        ({"optimizer": {"lr": 0}}, "optimizer.lr must be a number > 0, got 0.0"),
+        ({"optimizer": {"lr": -0.1}}, "optimizer.lr must be a number > 0"),
+        ({"optimizer": {"gamma": 0}}, "optimizer.gamma must be in (0, 1]"),
+        ({"optimizer": {"gamma": 10}}, "optimizer.gamma must be in (0, 1]"),
+        ({"optimizer": {"warmup_factor": 0}}, "optimizer.warmup_factor must be in (0, 1]"),
+        ({"objective": {"kind": "ctl", "triplet_margin": -0.3}}, "objective.triplet_margin must be >= 0"),
+        ({"objective": {"kind": "ctl", "centroid_margin": -1}}, "objective.centroid_margin must be >= 0"),
+        ({"objective": {"kind": "ctl", "label_smoothing": 1.0}}, "objective.label_smoothing must be in [0, 1)"),
+        (
+            {"objective": {"kind": "metric", "loss_options": {"margin": -0.2}}},
+            "objective.loss_options.margin must be a number >= 0",
+        ),
+        ({"data": {"p": 0}}, "data.p must be >= 1"),
+    ],
+)
+def test_out_of_range_values_name_the_field(data: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_from_dict(data)

@@ -4,6 +4,31 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+EXAMPLES = """\
+examples:
+  centrum train configs/fashion_mnist_ctl.yaml
+  centrum train fashion_mnist_ctl trainer.max_epochs=2 --out runs/quick
+  centrum train fashion_mnist_ctl --out runs/quick --resume      # continue an interrupted run exactly
+  centrum train configs/omniglot_triplet_symm.yaml data.root=/data/omniglot --progress plain
+
+CONFIG is a YAML file, or the name of a shipped config (with or without .yaml) looked up in ./configs/.
+Overrides are section.field=value (values read as YAML: 1e-3, [40, 70], true) and may come anywhere.
+The run folder gets config.yaml, checkpoints/last.ckpt, metrics.csv, curves.png, model.ckpt, results.json.
+"""
+
+
+class _OverridesAnywhere(argparse.ArgumentParser):
+    """A parser that takes ``section.field=value`` overrides after options too (``--out DIR a.b=1``)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        late = [a for a in extras if not a.startswith("-")]  # checked as overrides by load_config
+        if late:
+            parsed.overrides = [*(getattr(parsed, "overrides", None) or []), *late]
+            extras = [a for a in extras if a not in late]
+        return parsed, extras
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,13 +38,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train an embedding model from a YAML config",
         description="Train an embedding model from a YAML config (see configs/). Overrides use dotted "
         "paths, e.g. `trainer.max_epochs=2 data.p=8 objective.symm=true`.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", type=Path, help="YAML experiment config")
-    p.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    p.__class__ = _OverridesAnywhere  # argparse builds sub-parsers itself; this only adds late overrides
+    p.add_argument("config", help="YAML experiment config, or the name of one in ./configs/")
+    p.add_argument("overrides", nargs="*", help="section.field=value overrides (default: none)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--runs", type=int, default=1, help="repeat with N seeds (seed, seed+1, ...) and report mean ± std")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, exactly where it stopped (default: off; "
+        "without a run there it stops with an error)",
+    )
+    p.add_argument(
+        "--runs", type=int, default=1, help="repeat with N seeds (seed, seed+1, ...) and report mean ± std (default: 1)"
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "plain", "none"),
+        default="auto",
+        help="a progress bar, one plain line per epoch and evaluation, or nothing; auto: a bar on a terminal, "
+        "plain lines otherwise (default: auto)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where to train: cpu, cuda (or gpu), mps or auto; sets trainer.accelerator (default: the config's)",
+    )
     p.set_defaults(func=run)
+
+
+def shipped_configs(folder: Path = Path("configs")) -> list[str]:
+    """Names of the YAML configs in ``folder`` (without the suffix), sorted."""
+    return sorted(f.stem for f in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def resolve_config(name: str | Path) -> Path:
+    """The config file ``name`` means: the path itself, else ``configs/NAME`` or ``configs/NAME.yaml``.
+
+    Raises ``FileNotFoundError`` listing the configs in ``./configs/`` when none of these exists.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    folder = Path("configs")
+    for candidate in (folder / path.name, folder / f"{path.name}.yaml"):
+        if path.parent == Path(".") and candidate.is_file():
+            return candidate
+    shipped = shipped_configs(folder)
+    listing = f"; configs in {folder}/: {', '.join(shipped)}" if shipped else f" (and there is no {folder}/ here)"
+    raise FileNotFoundError(f"config file {path} does not exist{listing}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,9 +96,12 @@ def run(args: argparse.Namespace) -> int:
     from centrum.evaluation import format_metrics_table
     from centrum.training import load_config, summarize_runs, train_runs
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f"trainer.accelerator={args.device}")
+    config = load_config(resolve_config(args.config), overrides)
     out = args.out or Path("runs") / config.name
-    results = train_runs(config, out, runs=args.runs, resume=args.resume)
+    results = train_runs(config, out, runs=args.runs, resume=args.resume, progress=args.progress)
     if len(results) == 1:
         print(format_metrics_table(results[0].metrics))
         print(f"run folder: {results[0].run_dir}  model: {results[0].checkpoint}")

@@ -28,6 +28,13 @@ class PKSampler(Sampler[list[int]]):
 
     Deterministic under ``seed``: call :meth:`set_epoch` before each epoch (PyTorch Lightning does) to
     get that epoch's batches; without it, each new iteration moves on to the next epoch.
+
+    Resumable: :meth:`resume_at` makes the next iteration start at a given batch of a given epoch (the batches
+    depend only on seed, epoch and rank, so the position is the sampler's whole state), which is how an
+    interrupted run continues with the very batch it would have drawn next. With ``with_seeds=True`` each
+    batch is a list of ``(index, sample_seed)`` pairs, the seed a function of (seed, epoch, rank, batch,
+    position) only, so that a dataset can draw each image's random augmentation from its own seed and a
+    resumed run augments exactly as an uninterrupted one would.
     """
 
     def __init__(
@@ -38,6 +45,7 @@ class PKSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        with_seeds: bool = False,
     ) -> None:
         labels_arr = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
         if labels_arr.ndim != 1 or labels_arr.size == 0:
@@ -61,6 +69,8 @@ class PKSampler(Sampler[list[int]]):
         self._members: list[np.ndarray] = np.split(order, bounds)
         self._chunks = np.array([-(-len(idx) // self.m) for idx in self._members], dtype=np.int64)
         self.epoch = 0
+        self.with_seeds = bool(with_seeds)
+        self._resume: tuple[int, int] | None = None  # (epoch, first batch) of the next iteration
 
     def set_epoch(self, epoch: int) -> None:
         """Use the batches of ``epoch`` on the next iteration (they depend only on seed, epoch and rank)."""
@@ -127,7 +137,28 @@ class PKSampler(Sampler[list[int]]):
             result.append([int(i) for k in order for i in batch[k]])
         return result
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next iteration yield the batches of ``epoch`` from batch ``batches_done`` (0-based) on.
+
+        A later :meth:`set_epoch` to the same epoch keeps that starting batch; the iteration after it starts
+        at the first batch again.
+        """
+        if int(epoch) < 0 or not 0 <= int(batches_done) <= len(self):
+            raise ValueError(f"cannot resume at epoch {epoch}, batch {batches_done}: the epoch has {len(self)} batches")
+        self.epoch = int(epoch)
+        self._resume = (int(epoch), int(batches_done))
+
+    def __iter__(self) -> Iterator[list[int]] | Iterator[list[tuple[int, int]]]:
         epoch = self.epoch
+        start = 0
+        if self._resume is not None:
+            if self._resume[0] == epoch:
+                start = self._resume[1]
+            self._resume = None
         self.epoch += 1
-        yield from self.batches(epoch)
+        for b, batch in enumerate(self.batches(epoch)[start:], start=start):
+            if self.with_seeds:
+                rng = np.random.SeedSequence([self.seed, epoch, self.rank, b]).generate_state(len(batch), np.uint64)
+                yield [(i, int(s >> np.uint64(1))) for i, s in zip(batch, rng, strict=True)]
+            else:
+                yield batch

@@ -64,41 +64,83 @@ def plot_ranked_lists(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    from centrum.io import save_figure
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _curve_title(key: str) -> str:
+    """``train/loss_epoch`` -> "training loss"; ``eval/products/mAP`` -> "products mAP (test)"."""
+    if key.startswith("eval/"):
+        return key.removeprefix("eval/").replace("/", " ") + " (test)"
+    name = key.removeprefix("train/").removesuffix("_epoch").replace("_", " ")
+    return "learning rate" if name == "lr" else f"training {name}"
 
 
 def plot_training_curves(metrics_csv: str | Path, path: str | Path, keys: Sequence[str] | None = None) -> Path:
     """Plot the per-epoch curves of a run's ``metrics.csv`` (Lightning's CSV logger) into one PNG.
 
-    Plots every ``*_epoch`` training term and every ``eval/*`` metric unless ``keys`` names the columns.
+    One titled panel per curve in a grid: every ``*_epoch`` training term, the learning rate and every
+    ``eval/*`` metric unless ``keys`` names the columns; a column whose value never changes (a counter such
+    as ``num_queries``) gets no panel. The x axis is the epoch (1-based, integer ticks). Written atomically.
     """
+    from centrum.io import save_figure
+
     metrics_csv = Path(metrics_csv)
     if not metrics_csv.is_file():
         raise FileNotFoundError(f"metrics file {metrics_csv} does not exist")
     with metrics_csv.open() as f:
         rows = list(csv.DictReader(f))
-    columns = rows[0].keys() if rows else []
-    keys = list(keys) if keys else [c for c in columns if c.endswith("_epoch") or c.startswith("eval/")]
-    if not keys:
+    columns = list(rows[0].keys()) if rows else []
+    if keys:
+        chosen = list(keys)
+    else:
+        chosen = [c for c in columns if c.endswith("_epoch") or c.startswith("eval/") or c == "train/lr"]
+
+        def reading_order(column: str) -> tuple:
+            # the training loss first, its terms, the learning rate, then each protocol's metrics, mAP first
+            if column.startswith("eval/"):
+                protocol, _, metric = column.removeprefix("eval/").rpartition("/")
+                return (3, protocol, metric != "mAP", metric)
+            return (0 if column == "train/loss_epoch" else 2 if column == "train/lr" else 1, column)
+
+        chosen.sort(key=reading_order)
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for key in chosen:
+        points = sorted(
+            {float(r["epoch"]): float(r[key]) for r in rows if r.get(key) not in (None, "") and r.get("epoch")}.items()
+        )
+        if not points:
+            continue
+        values = [v for _, v in points]
+        if not keys and len(values) > 1 and max(values) == min(values):
+            continue  # a constant (query counts, a fixed rate): nothing to watch
+        curves[key] = ([e + 1 for e, _ in points], values)
+    if not curves:
         raise ValueError(f"{metrics_csv} has no per-epoch columns to plot")
-    fig, axes = plt.subplots(len(keys), 1, figsize=(6, 1.8 * len(keys)), squeeze=False)
-    for ax, key in zip(axes[:, 0], keys, strict=True):
-        points = [(float(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(np.asarray(xs) + 1, ys, marker="o", markersize=3)
-        ax.set_ylabel(key.replace("train/", "").replace("_epoch", ""), fontsize=8)
+    n = len(curves)
+    cols = min(3, n)
+    rows_n = -(-n // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 2.9 * rows_n), squeeze=False)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, (key, (xs, ys)) in zip(axes.flat, curves.items(), strict=False):
+        ax.plot(xs, ys, marker="o", markersize=3)
+        ax.set_title(_curve_title(key), fontsize=10)
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("epoch")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
+    out = save_figure(fig, path, dpi=110)
     plt.close(fig)
-    return path
+    return out
 
 
 def plot_embedding_map(
@@ -133,7 +175,9 @@ def plot_embedding_map(
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    from centrum.io import save_figure
+
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

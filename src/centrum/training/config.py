@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +151,83 @@ class ExperimentConfig:
 OBJECTIVE_KINDS: dict[str, type] = {"ctl": CTLObjectiveConfig, "metric": MetricObjectiveConfig}
 
 
+class _YAML12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` and ``5E-4`` are numbers (YAML 1.1, which PyYAML
+    follows, wants a dot, ``1.0e-3``, and reads ``1e-3`` as the string "1e-3")."""
+
+
+_YAML12Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YAML12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML safely, reading ``1e-3``-style numbers as floats (YAML 1.2), as config files expect."""
+    return yaml.load(text, Loader=_YAML12Loader)
+
+
+def _check(condition: bool, field_name: str, requirement: str, value: Any) -> None:
+    if not condition:
+        raise ValueError(f"{field_name} must be {requirement}, got {value!r}")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_ranges(config: ExperimentConfig) -> ExperimentConfig:
+    """Check that every numeric field is in its meaningful range; raise a ``ValueError`` naming the field."""
+    d, o, t = config.data, config.optimizer, config.trainer
+    _check(d.p >= 1, "data.p", ">= 1 (classes per batch)", d.p)
+    _check(d.m >= 1, "data.m", ">= 1 (images per class in a batch)", d.m)
+    _check(d.test_batch_size >= 1, "data.test_batch_size", ">= 1", d.test_batch_size)
+    _check(d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers)
+    _check(len(d.image_size) == 2 and min(d.image_size) >= 1, "data.image_size", "two sizes >= 1", d.image_size)
+    _check(_finite_number(o.lr) and o.lr > 0, "optimizer.lr", "a number > 0", o.lr)
+    _check(_finite_number(o.weight_decay) and o.weight_decay >= 0, "optimizer.weight_decay", ">= 0", o.weight_decay)
+    _check(o.warmup_epochs >= 0, "optimizer.warmup_epochs", ">= 0", o.warmup_epochs)
+    _check(0 < o.warmup_factor <= 1, "optimizer.warmup_factor", "in (0, 1]", o.warmup_factor)
+    _check(0 < o.gamma <= 1, "optimizer.gamma", "in (0, 1] (the factor of each step decay)", o.gamma)
+    _check(all(m >= 0 for m in o.milestones), "optimizer.milestones", "epochs >= 0", list(o.milestones))
+    _check(_finite_number(o.center_lr) and o.center_lr >= 0, "optimizer.center_lr", ">= 0", o.center_lr)
+    _check(t.max_epochs >= 1, "trainer.max_epochs", ">= 1", t.max_epochs)
+    precisions = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64")
+    _check(t.precision in precisions, "trainer.precision", f"one of {', '.join(precisions)}", t.precision)
+    _check(t.eval_every >= 0, "trainer.eval_every", ">= 0 (0: only after the last epoch)", t.eval_every)
+    _check(
+        t.checkpoint_every_n_steps >= 0,
+        "trainer.checkpoint_every_n_steps",
+        ">= 0 (0: at epoch ends only)",
+        t.checkpoint_every_n_steps,
+    )
+    _check(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", ">= 1", t.log_every_n_steps)
+    if t.limit_train_batches is not None:
+        _check(t.limit_train_batches > 0, "trainer.limit_train_batches", "> 0", t.limit_train_batches)
+    obj = config.objective
+    if isinstance(obj, CTLObjectiveConfig):
+        _check(0 <= obj.label_smoothing < 1, "objective.label_smoothing", "in [0, 1)", obj.label_smoothing)
+        for name in ("triplet_margin", "centroid_margin", "center_weight", "centroid_weight"):
+            value = getattr(obj, name)
+            _check(_finite_number(value) and value >= 0, f"objective.{name}", ">= 0", value)
+    else:
+        margin = obj.loss_options.get("margin")
+        if margin is not None:
+            _check(_finite_number(margin) and margin >= 0, "objective.loss_options.margin", "a number >= 0", margin)
+    ks = config.evaluation.recall_ks
+    _check(all(k >= 1 for k in ks), "evaluation.recall_ks", "integers >= 1", list(ks))
+    return config
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -246,7 +325,7 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
         else:
             section_type = get_type_hints(ExperimentConfig)[key]
             kwargs[key] = _build_section(section_type, value or {}, key)
-    return ExperimentConfig(**kwargs)
+    return check_ranges(ExperimentConfig(**kwargs))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -260,7 +339,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ValueError(f"override {item!r} must look like section.field=value (e.g. trainer.max_epochs=2)")
         path, raw = item.split("=", 1)
         keys = path.strip().split(".")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({first})") from exc
         node = data
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -276,7 +359,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
     apply_overrides(data, list(overrides or []))

@@ -8,10 +8,34 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from centrum.data import DatasetSplits, ImageDataset, PKSampler, SampleList, build_dataset, build_transform
 from centrum.data import collate_skip_none as collate
+
+
+class SeededImages(Dataset):
+    """A training dataset read with ``(index, seed)`` items: item ``(i, s)`` is ``dataset[i]`` with its random
+    augmentation drawn from a torch generator seeded with ``s``, leaving the global random state untouched.
+
+    With the seeds of :class:`~centrum.data.PKSampler` (``with_seeds=True``), every image's augmentation is a
+    function of (seed, epoch, batch, position) alone: the same in a run resumed mid-epoch, in any worker
+    process, whatever else consumed random numbers before.
+    """
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Any:
+        if not isinstance(item, tuple):
+            return self.dataset[item]
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 class RetrievalDataModule(L.LightningDataModule):
@@ -52,6 +76,14 @@ class RetrievalDataModule(L.LightningDataModule):
         self.seed = seed
         self._splits = splits
         self._datasets: list[ImageDataset] = []  # every dataset handed out, for the skipped-image report
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) for the next training loader
+        self.train_sampler: PKSampler | None = None
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Start the next training loader at batch ``batches_done`` of ``epoch`` (an interrupted run's position)."""
+        self._resume_at = (int(epoch), int(batches_done))
+        if self.train_sampler is not None:
+            self.train_sampler.resume_at(epoch, batches_done)
 
     @property
     def splits(self) -> DatasetSplits:
@@ -79,10 +111,17 @@ class RetrievalDataModule(L.LightningDataModule):
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
         train = self.splits.train
-        sampler = PKSampler(train.labels, p=self.p, m=self.m, seed=self.seed, num_replicas=world, rank=rank)
+        sampler = PKSampler(
+            train.labels, p=self.p, m=self.m, seed=self.seed, num_replicas=world, rank=rank, with_seeds=True
+        )
+        if self._resume_at is not None:
+            sampler.resume_at(*self._resume_at)
+        self.train_sampler = sampler
         return DataLoader(
-            self._track(ImageDataset(train, self.train_transform(), on_error=self.on_error)),
+            SeededImages(self._track(ImageDataset(train, self.train_transform(), on_error=self.on_error))),
             batch_sampler=sampler,
+            # the loader's own generator: creating its iterator must not move the global random state
+            generator=torch.Generator().manual_seed(self.seed),
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,

@@ -62,6 +62,11 @@ class RetrievalModule(L.LightningModule):
         self.model = build_model_from_config(config, num_classes, pretrained)
         self.objective = build_objective(config.objective, num_classes, self.model.feature_dim)
         self.automatic_optimization = False
+        # per-epoch sums of each logged term, weighted by batch size: kept here (and in the checkpoint) rather
+        # than in Lightning's epoch accumulators, which a checkpoint does not hold, so that a run resumed
+        # mid-epoch reports the epoch's mean over all its batches
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_images = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Inference features (not normalised) of a batch of images."""
@@ -119,18 +124,24 @@ class RetrievalModule(L.LightningModule):
         adam.step()
         batch_size = labels.shape[0]
         for name, value in terms.items():
+            value = value.detach()
             self.log(
-                f"train/{name}",
-                value.detach(),
+                f"train/{name}_step",
+                value,
                 on_step=True,
-                on_epoch=True,
+                on_epoch=False,
                 batch_size=batch_size,
                 prog_bar=name in ("loss", "synthetic_ratio"),
             )
+            self.epoch_sums[name] = self.epoch_sums.get(name, 0.0) + float(value) * batch_size
+        self.epoch_images += batch_size
         return terms["loss"].detach()
 
     def on_train_epoch_end(self) -> None:
-        """Advance the per-epoch learning-rate schedule and log the learning rate."""
+        """Log each term's mean over the epoch's images, advance the learning-rate schedule, log the rate."""
+        for name, total in self.epoch_sums.items():
+            self.log(f"train/{name}_epoch", total / max(self.epoch_images, 1), on_step=False, on_epoch=True)
+        self.epoch_sums, self.epoch_images = {}, 0  # the epoch-end checkpoint starts the next epoch afresh
         schedulers = self.lr_schedulers()
         for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
             sched.step()
@@ -144,3 +155,11 @@ class RetrievalModule(L.LightningModule):
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
         }
+        checkpoint["centrum_epoch_sums"] = {"sums": dict(self.epoch_sums), "images": self.epoch_images}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the epoch's running sums of a run interrupted mid-epoch."""
+        state = checkpoint.get("centrum_epoch_sums")
+        if state is not None:
+            self.epoch_sums = {k: float(v) for k, v in state["sums"].items()}
+            self.epoch_images = int(state["images"])
