@@ -28,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from centrum.data import DatasetSplits
 from centrum.training.config import ExperimentConfig, config_from_dict
 from centrum.training.datamodule import RetrievalDataModule
-from centrum.training.inference import DEFAULT_PROTOCOLS, evaluate_model
+from centrum.inference import DEFAULT_PROTOCOLS, evaluate_model
 from centrum.training.module import RetrievalModule
 
 
