@@ -26,9 +26,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from centrum.data import DatasetSplits
+from centrum.inference import DEFAULT_PROTOCOLS, evaluate_model
 from centrum.training.config import ExperimentConfig, config_from_dict
 from centrum.training.datamodule import RetrievalDataModule
-from centrum.inference import DEFAULT_PROTOCOLS, evaluate_model
 from centrum.training.module import RetrievalModule
 
 
