@@ -59,10 +59,15 @@ class TorchEmbedder:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "cpu", **options) -> TorchEmbedder:
         """The embedder of a ``centrum train`` checkpoint (loaded safely; see :func:`load_model`).
 
-        ``options``: ``flip``, ``batch_size``, ``num_workers``, ``on_error`` of the constructor.
+        ``options``: ``flip``, ``batch_size``, ``num_workers``, ``on_error`` of the constructor; the batch size
+        and the unreadable-image policy default to the checkpoint's config (``data.test_batch_size``,
+        ``data.on_error``).
         """
         trained = load_model(path, device)
         evaluation = trained.config.get("evaluation") or {}
+        data = trained.config.get("data") or {}
+        options.setdefault("batch_size", int(data.get("test_batch_size", 64)))
+        options.setdefault("on_error", str(data.get("on_error", "raise")))
         return cls(
             trained.model,
             trained.preprocess,
