@@ -118,8 +118,8 @@ class CentroidIndex:
 
     def search(self, queries: torch.Tensor | np.ndarray, k: int = 10) -> SearchResult:
         """The ``k`` nearest classes of each query: ``labels`` (Q x K), their ``distances`` and centroid
-        rows (``indices``; rows move when a class is removed). An index of fewer than ``k`` classes returns all of them (no
-        padding)."""
+        rows (``indices``; rows move when a class is removed). An index of fewer than ``k`` classes
+        returns all of them (no padding)."""
         from centrum.validation import check_embeddings
 
         k = check_k(k)
