@@ -175,7 +175,9 @@ def test_centroid_index_remove_save_load(tmp_path):
     index.remove(1)
     assert 1 not in index and len(index) == 2
     r = index.search(torch.tensor([[0.0, 0.5, 0, 0]]), k=3)
-    assert r.labels.tolist() == [[2, 3]]  # k=3 > 2 classes: both, no padding; |(0,.5)-(10,0)| = 10.01 < |(0,.5)-(0,11)| = 10.5
+    assert r.labels.tolist() == [
+        [2, 3]
+    ]  # k=3 > 2 classes: both, no padding; |(0,.5)-(10,0)| = 10.01 < |(0,.5)-(0,11)| = 10.5
     with pytest.raises(ValueError, match="label 1 is not in the index"):
         index.remove(1)
     index.add(torch.tensor([[0.0, 14, 0, 0]]), torch.tensor([3]))  # running mean: (10 + 12 + 14) / 3
