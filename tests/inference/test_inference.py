@@ -80,6 +80,14 @@ def test_preprocess_is_plain_data_rebuilt_from_the_checkpoint(tmp_path):
     plain = json.loads(json.dumps(pre.to_dict()))
     assert plain["recipe"] == "dml" and plain["input_size"] == [SIZE, SIZE] and plain["resize"] == SIZE
     assert plain["mean"] == pytest.approx([0.485, 0.456, 0.406]) and plain["normalize"] is True
+    assert Preprocess.from_dict(plain) == pre
+    # a preprocessing stored in the checkpoint wins over the config's
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["centrum"]["preprocess"] = {**plain, "recipe": "reid", "input_size": [32, 16]}
+    torch.save(checkpoint, tmp_path / "stored.ckpt")
+    embedder = TorchEmbedder.from_checkpoint(tmp_path / "stored.ckpt")
+    assert embedder.preprocess.input_size == (32, 16)
+    assert embedder.embed_images([Image.new("RGB", (50, 50))]).shape == (1, embedder.dim)
 
 
 class _CreatesAFile:

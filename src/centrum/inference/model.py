@@ -2,7 +2,9 @@
 
 Checkpoints are read with :func:`centrum.io.safe_torch_load` (``weights_only=True``): a file that would run
 code when unpickled is refused. Everything needed to rebuild the model and its test-time transform is plain
-data in ``checkpoint["centrum"]`` (the experiment config as a dict, the number of training classes).
+data in ``checkpoint["centrum"]``: the experiment config as a dict, the number of training classes, and,
+when the writer stored it, ``preprocess`` (:meth:`Preprocess.to_dict`); without it the test transform is
+rebuilt from the config's ``data`` section, as for every checkpoint ``centrum train`` writes today.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ class Preprocess:
     feature: str = "bn"
     normalize: bool = True
     options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        """The preprocessing stored as plain data by :meth:`to_dict` (e.g. under ``checkpoint["centrum"]``)."""
+        known = {f for f in cls.__dataclass_fields__ if f != "options"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"preprocess has unknown field(s) {unknown}; expected some of {sorted(known)}")
+        values = dict(data)
+        for key in ("input_size", "mean", "std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Preprocess:
@@ -156,7 +171,9 @@ def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> T
     num_classes = int(stamp["num_classes"])
     try:
         model = build_model_from_config(config, num_classes)
-        preprocess = Preprocess.from_config(config)
+        # a stored preprocessing (plain data) wins; checkpoints without one rebuild it from their config
+        stored = stamp.get("preprocess")
+        preprocess = Preprocess.from_dict(stored) if isinstance(stored, dict) else Preprocess.from_config(config)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"checkpoint {path} has a config this centrum cannot build: {exc}") from exc
     full = checkpoint.get("state_dict", {})
