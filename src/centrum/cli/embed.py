@@ -65,10 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     out = output_file(args.out, "embeddings file")  # checked before the (slow) embedding
     samples, names = collect_images(args.images)
-    embedder = TorchEmbedder.from_checkpoint(
-        args.checkpoint, device=default_device(args.device), flip=args.flip, batch_size=args.batch_size,
-        on_error=args.on_error,
-    )  # fmt: skip
+    options = {"flip": args.flip, "batch_size": args.batch_size, "on_error": args.on_error}
+    embedder = TorchEmbedder.from_checkpoint(args.checkpoint, device=default_device(args.device), **options)
     emb = embedder.embed_samples(samples)
     save_npz(
         out,
