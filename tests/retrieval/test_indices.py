@@ -42,7 +42,7 @@ def test_metadata_and_short_results():
     index.add(torch.ones(1, 3) * 5)  # no metadata: label -1, path ""
     r = index.search(torch.tensor([[1.0, 0.0, 0.0]]), k=6)
     assert r.indices[0, :4].tolist()[0] == 0 and r.labels[0, 0] == 7 and r.paths[0, 0] == "a.jpg"
-    assert r.indices[0, 4:].tolist() == [-1, -1] and np.isinf(r.distances[0, 4:]).all()
+    assert r.indices.shape == (1, 4) and np.isfinite(r.distances).all()  # k=6 > 4 entries: all 4, no padding
     assert r.labels[0, 3] == -1 and r.paths[0, 3] == ""
     assert index.cameras.tolist() == [1, 2, 3, -1]
 
@@ -175,7 +175,9 @@ def test_centroid_index_remove_save_load(tmp_path):
     index.remove(1)
     assert 1 not in index and len(index) == 2
     r = index.search(torch.tensor([[0.0, 0.5, 0, 0]]), k=3)
-    assert r.labels.tolist() == [[2, 3, -1]]  # |(0,.5)-(10,0)| = 10.01 < |(0,.5)-(0,11)| = 10.5
+    assert r.labels.tolist() == [
+        [2, 3]
+    ]  # k=3 > 2 classes: both, no padding; |(0,.5)-(10,0)| = 10.01 < |(0,.5)-(0,11)| = 10.5
     with pytest.raises(ValueError, match="label 1 is not in the index"):
         index.remove(1)
     index.add(torch.tensor([[0.0, 14, 0, 0]]), torch.tensor([3]))  # running mean: (10 + 12 + 14) / 3

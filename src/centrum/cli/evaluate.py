@@ -4,26 +4,23 @@ query and gallery splits embedded by a trained model (``--checkpoint``)."""
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 
 import numpy as np
 
+from centrum.cli import _inputs
 from centrum.distances import METRICS
 
 DML_DEFAULT_KS = [1, 2, 4, 8]
+EXAMPLE = """examples:
+  centrum evaluate --checkpoint runs/fashion_mnist_ctl/model.ckpt --json metrics.json
+  centrum evaluate --embeddings emb.npz --protocol reid-centroids --distractor-label 0
+"""
 
 
 def load_npz(path: str | pathlib.Path, name: str = "--embeddings") -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (no pickles); FileNotFoundError / ValueError naming the file."""
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{name} file {file} does not exist")
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{name} file {file} is not a readable .npz archive: {exc}") from exc
+    return _inputs.load_npz(path, name)
 
 
 def _protocol_runs(args: argparse.Namespace) -> list[tuple[str, str, dict]]:
@@ -64,40 +61,51 @@ def _checkpoint_arrays(args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Embed the query and gallery splits of the checkpoint's dataset (or ``--dataset``/``--root``) with its
     model; without ``--protocol``, evaluates under the protocols the run was evaluated with (its config's
     ``evaluation.protocols``) or else the dataset's own, with centroids."""
-    from centrum.cli.embed import default_device
     from centrum.data import build_dataset
-    from centrum.training import load_trained_model
-    from centrum.training.datamodule import RetrievalDataModule
-    from centrum.training.inference import embed_samples, protocol_arrays
+    from centrum.inference import TorchEmbedder, load_model, protocol_arrays, resolve_device
+    from centrum.io import save_npz
 
     options = _reader_options(args.option, args.dataset)  # checked before the (slow) checkpoint load
-    device = default_device(args.device)
-    trained = load_trained_model(args.checkpoint, map_location=device)
-    data = trained.config.data
+    save_to = _inputs.output_file(args.save_embeddings, "embeddings file") if args.save_embeddings else None
+    if save_to is not None and save_to.suffix != ".npz":
+        raise ValueError(f"--save-embeddings {save_to} must end in .npz")
+    device = resolve_device(args.device)
+    trained = load_model(args.checkpoint, device)
+    data, evaluation = trained.config.get("data", {}), trained.config.get("evaluation", {})
     if args.dataset:
         splits = build_dataset(args.dataset, args.root, **options)
     else:
-        splits = build_dataset(data.dataset, args.root or data.root, **data.options)
-    dm = RetrievalDataModule(**{**vars(data), "num_workers": args.workers}, splits=splits)
+        splits = build_dataset(data.get("dataset"), args.root or data.get("root"), **(data.get("options") or {}))
     if args.protocol is None:
         # the protocols the run was evaluated with (centroid ones come last), else the dataset's own
-        configured = list(trained.config.evaluation.protocols)
+        configured = list(evaluation.get("protocols") or [])
         default = {"reid": "reid-centroids", "products": "products-centroids", "dml": "dml"}[splits.protocol]
         args.protocol = configured[-1] if configured and not args.dataset else default
         if args.protocol == "reid-centroids" and not args.distractor_label:
-            args.distractor_label = list(trained.config.evaluation.distractor_labels)
-        if args.protocol == "dml" and trained.config.evaluation.recall_ks and args.recall_ks == DML_DEFAULT_KS:
-            args.recall_ks = list(trained.config.evaluation.recall_ks)
+            args.distractor_label = list(evaluation.get("distractor_labels") or [])
+        if args.protocol == "dml" and evaluation.get("recall_ks") and args.recall_ks == DML_DEFAULT_KS:
+            args.recall_ks = list(evaluation["recall_ks"])
     print(splits.summary())
-    query = embed_samples(trained.model, splits.query, dm.eval_dataloader(splits.query), device)
-    same = splits.query_is_gallery
-    gallery = (
-        query if same else embed_samples(trained.model, splits.gallery, dm.eval_dataloader(splits.gallery), device)
+    embedder = TorchEmbedder(
+        trained.model,
+        trained.preprocess,
+        device,
+        name=str(trained.config.get("name", "model")),
+        flip=args.flip,
+        batch_size=int(data.get("test_batch_size", 128)),
+        num_workers=args.workers,
+        on_error=str(data.get("on_error", "raise")),
     )
+    query, gallery = embedder.embed_splits(splits)
     arrays = protocol_arrays("dml" if args.protocol == "dml" else "reid", query, gallery)
-    if args.save_embeddings:
-        np.savez(args.save_embeddings, **arrays)
-        print(f"embeddings written to {args.save_embeddings} (reuse with --embeddings)")
+    if save_to is not None:
+        extra = {"query_paths": np.asarray(query.paths, dtype=str)}
+        if not splits.query_is_gallery:
+            extra["gallery_paths"] = np.asarray(gallery.paths, dtype=str)
+        else:
+            extra["paths"] = extra.pop("query_paths")
+        save_npz(save_to, **arrays, **extra, **_inputs.class_arrays(dict(splits.class_names or {})))
+        print(f"embeddings written to {save_to} (reuse with --embeddings)")
     return arrays
 
 
@@ -119,9 +127,13 @@ def _reader_options(items: list[str], dataset: str | None) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and optionally write the metrics (fractions) as JSON."""
     from centrum.evaluation import evaluate_protocol, format_metrics_table
+    from centrum.io import atomic_write_json
 
     if (args.embeddings is None) == (args.checkpoint is None):
         raise ValueError("give either --embeddings FILE.npz or --checkpoint CKPT")
+    if args.flip and args.checkpoint is None:
+        raise ValueError("--flip embeds images: it needs --checkpoint")
+    out = _inputs.output_file(args.json, "metrics file") if args.json else None  # checked before evaluating
     if args.checkpoint is not None:
         arrays = _checkpoint_arrays(args)
     else:
@@ -132,10 +144,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_metrics_table(results))
     if "reid-centroids" in results or "products-centroids" in results:
         print("(centroid rows average the gallery by its labels; compare them only with other centroid results)")
-    if args.json:
-        out = pathlib.Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+    if out is not None:
+        atomic_write_json(out, results)
         print(f"metrics written to {out}")
     return 0
 
@@ -150,6 +160,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "gallery_labels [, query_cameras, gallery_cameras] (reid, products) or embeddings, labels (dml). "
         "Centroid protocols are reported beside the per-image one. Printed values are percent; --json writes "
         "fractions.",
+        epilog=EXAMPLE,
+        formatter_class=_inputs.HelpFormatter,
     )
     p.add_argument("--embeddings", help=".npz file with the embeddings (or distances) and labels")
     p.add_argument(
@@ -168,16 +180,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --dataset: a reader option, e.g. max_per_class=50 (repeatable)",
     )
     p.add_argument("--save-embeddings", type=pathlib.Path, help="with --checkpoint: also write the embeddings .npz")
-    p.add_argument("--device", default=None, help="with --checkpoint: cpu or cuda (default: cuda when available)")
-    p.add_argument("--workers", type=int, default=2, help="with --checkpoint: data loading workers (default 2)")
+    p.add_argument(
+        "--device", default=None, help="with --checkpoint: cpu, cuda or cuda:N (default: cuda when one is visible)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="with --checkpoint: data loading workers")
+    p.add_argument(
+        "--flip", action="store_true", help="with --checkpoint: average each image's embedding with its mirror's"
+    )
     p.add_argument(
         "--protocol",
         choices=("reid", "reid-centroids", "products", "products-centroids", "dml"),
         help="required with --embeddings; with --checkpoint the dataset's own protocol, with centroids",
     )
-    p.add_argument("--metric", default="cosine", choices=METRICS, help="distance (default: cosine)")
+    p.add_argument("--metric", default="cosine", choices=METRICS, help="distance")
     p.add_argument("--json", help="write the metrics to this JSON file")
-    p.add_argument("--max-rank", type=int, default=50, help="re-id: length of the CMC curve (default 50)")
+    p.add_argument("--max-rank", type=int, default=50, help="re-id: length of the CMC curve")
     p.add_argument(
         "--distractor-label",
         type=int,
@@ -191,6 +208,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-clustering", action="store_true", help="dml: skip k-means, NMI and F1")
     p.add_argument("--kmeans", default="auto", choices=("auto", "sklearn", "faiss"), help="dml: k-means backend")
-    p.add_argument("--seed", type=int, default=0, help="dml: k-means seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="dml: k-means seed")
     p.add_argument("--chunk-size", type=int, default=None, help="queries per block (default: automatic)")
     p.set_defaults(func=run)

@@ -5,6 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
+from centrum.cli import _inputs
+
+EXAMPLE = """example:
+  centrum search query.jpg --checkpoint model.ckpt --index gallery-index -k 5 --picture ranked.png
+  centrum search queries/ --checkpoint model.ckpt --index classes        # a centroid index: ranked classes
+
+Queries in class sub-folders (queries/<class>/...) are matched with the index's classes by name: their
+results are framed green (same class) or red, and an accuracy is printed. Other queries get neither.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``search`` command."""
@@ -13,65 +25,151 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="embed query images and print their top matches in an index",
         description="Embed query images with a trained model and print their top-k matches in an index built "
         "by `centrum index build` (per-image: ranked images; centroid index: ranked classes). With "
-        "--picture, also save the ranked list as a PNG (per-image index with paths).",
+        "--picture, also save the ranked lists as a PNG (per-image index with image paths).",
+        epilog=EXAMPLE,
+        formatter_class=_inputs.HelpFormatter,
     )
     p.add_argument("images", nargs="+", type=Path, help="query image files or folders")
     p.add_argument("--checkpoint", required=True, type=Path, help="model.ckpt written by `centrum train`")
     p.add_argument("--index", required=True, type=Path, help="index folder from `centrum index build`")
-    p.add_argument("-k", type=int, default=10, help="number of matches per query (default 10)")
-    p.add_argument("--picture", type=Path, default=None, help="save the ranked list as a PNG")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("-k", type=int, default=10, help="matches per query (fewer when the index is smaller)")
+    p.add_argument("--picture", type=Path, default=None, help="save the ranked lists as a PNG")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when one is visible)")
+    p.add_argument("--flip", action="store_true", help="average each query's embedding with its mirror's")
     p.set_defaults(func=run)
+
+
+def placeholder(path: str, size: int = 96):
+    """A grey square naming ``path``: drawn where an image of a ranked list cannot be read."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (200, 200, 200))
+    draw = ImageDraw.Draw(image)
+    text = "missing:\n" + "\n".join(textwrap.wrap(Path(path).name or path, 14)[:4])
+    draw.multiline_text((4, 4), text, fill=(90, 0, 0))
+    return image
+
+
+def load_or_placeholder(path: str):
+    """The RGB image at ``path``, or a :func:`placeholder` naming it when it cannot be read."""
+    from centrum.data import SampleList
+
+    try:
+        return SampleList([path], [0]).load(0)
+    except ValueError:
+        return placeholder(path)
+
+
+def draw_ranked_lists(
+    query_paths: list[str],
+    query_labels: np.ndarray,
+    matches: list[list[tuple[str, int, float]]],
+    names: dict[int, str],
+    out: Path,
+) -> Path:
+    """One row per query: the query, then its matches captioned with class name and distance. Matches are
+    framed green (same class as the query) or red only when the query has a class; unreadable images are
+    drawn as placeholders naming their path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from centrum.io import save_figure
+
+    rows, k = len(query_paths), max(1, max(len(m) for m in matches))
+    fig, axes = plt.subplots(rows, k + 1, figsize=(1.5 * (k + 1), 1.7 * rows), squeeze=False)
+    for r in range(rows):
+        labelled = query_labels[r] != -1
+        ax = axes[r, 0]
+        ax.imshow(load_or_placeholder(query_paths[r]))
+        caption = _inputs.class_name(query_labels[r], names) if query_labels[r] >= 0 else "(no class)"
+        if query_labels[r] < -1:
+            caption = "(class not in index)"
+        ax.set_title(f"query\n{caption}", fontsize=7)
+        for j in range(k):
+            ax = axes[r, j + 1]
+            if j >= len(matches[r]):
+                ax.axis("off")
+                continue
+            path, label, distance = matches[r][j]
+            ax.imshow(load_or_placeholder(path))
+            color = "black"
+            if labelled:
+                color = "green" if label == query_labels[r] else "red"
+            ax.set_title(f"{_inputs.class_name(label, names)}\n{distance:.2f}", fontsize=7, color=color)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3 if labelled else 1)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    try:
+        return save_figure(fig, out, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Embed the queries, search the index, print (and draw) the ranked lists."""
-    import numpy as np
-    from PIL import Image
-
-    from centrum.cli.embed import default_device, embed_paths
+    from centrum.inference import TorchEmbedder, collect_images, resolve_device
     from centrum.retrieval import CentroidIndex, load_index
-    from centrum.training import load_trained_model
 
-    device = default_device(args.device)
-    trained = load_trained_model(args.checkpoint, map_location=device)
+    if args.k < 1:
+        raise ValueError(f"-k must be a positive integer, got {args.k}")
+    device = resolve_device(args.device)
     index = load_index(args.index)
-    queries, _ = embed_paths(trained, args.images, device=device)
+    centroids = isinstance(index, CentroidIndex)
+    if args.picture is not None:  # everything --picture needs is checked before anything is printed
+        if centroids:
+            raise ValueError(
+                f"--picture draws matched images, but the index at {args.index} is a centroid index (one entry per "
+                "class, no images): build a per-image index (centrum index build without --centroids)"
+            )
+        if not any(index.paths):
+            raise ValueError(
+                f"--picture needs image paths, but the index at {args.index} holds none: build it from an .npz "
+                "with paths (centrum embed writes them)"
+            )
+        if args.picture.suffix.lower() not in (".png", ".jpg", ".jpeg", ".pdf", ".svg"):
+            raise ValueError(f"--picture {args.picture} must end in .png (or .jpg, .pdf, .svg)")
+        _inputs.output_file(args.picture, "picture")
+    samples, query_names = collect_images(args.images)
+    embedder = TorchEmbedder.from_checkpoint(args.checkpoint, device=device, flip=args.flip)
+    queries = embedder.embed_samples(samples)
     if queries.embeddings.shape[1] != index.dim:
         raise ValueError(
             f"the model gives {queries.embeddings.shape[1]}-d embeddings but the index at {args.index} holds "
             f"{index.dim}-d ones: it was built with another model"
         )
     found = index.search(queries.embeddings, args.k)
-    centroids = isinstance(index, CentroidIndex)
+    names = index.class_names
+    labels = _inputs.to_index_labels(queries.labels, dict(enumerate(query_names)), names)
+    matches: list[list[tuple[str, int, float]]] = []
     for q, path in enumerate(queries.paths):
-        print(f"\nquery {path}")
+        about = "" if labels[q] == -1 else f"  (class {query_names[queries.labels[q]]})"
+        print(f"\nquery {path}{about}")
+        matches.append([])
         for rank in range(found.indices.shape[1]):
-            if found.indices[q, rank] < 0:
-                break
-            what = f"class {found.labels[q, rank]}"
-            if not centroids and found.paths is not None:
-                what = f"{found.paths[q, rank]}  (label {found.labels[q, rank]})"
+            if found.indices[q, rank] < 0:  # a slot an approximate faiss search could not fill
+                continue
+            label = int(found.labels[q, rank])
+            what = f"class {_inputs.class_name(label, names)}" if label != -1 else "no class"
+            if not centroids and found.paths is not None and found.paths[q, rank]:
+                entry = _inputs.resolve_entry_path(str(found.paths[q, rank]), args.index)
+                matches[-1].append((entry, int(found.labels[q, rank]), float(found.distances[q, rank])))
+                what = f"{entry}  ({what})"
             print(f"  {rank + 1:>3}. {found.distances[q, rank]:.4f}  {what}")
-    if args.picture is not None:
-        if centroids or found.paths is None:
-            raise ValueError("--picture needs a per-image index built with image paths (centrum embed keeps them)")
-        from centrum.reports import plot_ranked_lists
-
-        def load(path: str) -> Image.Image:
-            return Image.open(path).convert("RGB")
-
-        flat_paths = list(found.paths.reshape(-1))
-        ranked = np.arange(len(flat_paths)).reshape(found.paths.shape)
-        plot_ranked_lists(
-            lambda i: load(queries.paths[i]),
-            lambda j: load(flat_paths[j]),
-            list(range(len(queries.paths))),
-            ranked,
-            queries.labels,
-            found.labels.reshape(-1),
-            args.picture,
-            distances=found.distances,
+    labelled = labels != -1
+    if labelled.any():
+        correct = found.labels[labelled, 0] == labels[labelled]
+        print(
+            f"\ntop-1 class accuracy: {100 * float(np.mean(correct)):.2f} % over {int(labelled.sum())} labelled queries"
         )
+    if args.picture is not None:
+        draw_ranked_lists(list(queries.paths), labels, matches, names, args.picture)
         print(f"\nranked list saved to {args.picture}")
     return 0

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from centrum.distances import check_metric, l2_normalize
-from centrum.retrieval._storage import check_dimension, load_arrays, save_arrays
+from centrum.retrieval._storage import check_dimension, check_rows, load_arrays, save_arrays
 from centrum.retrieval.index import SearchResult, check_k, exact_search, prepare_vectors
 from centrum.validation import check_embeddings_labels
 
@@ -118,7 +118,8 @@ class CentroidIndex:
 
     def search(self, queries: torch.Tensor | np.ndarray, k: int = 10) -> SearchResult:
         """The ``k`` nearest classes of each query: ``labels`` (Q x K), their ``distances`` and centroid
-        rows (``indices``; rows move when a class is removed). Missing columns: label -1, distance inf."""
+        rows (``indices``; rows move when a class is removed). An index of fewer than ``k`` classes
+        returns all of them (no padding)."""
         from centrum.validation import check_embeddings
 
         k = check_k(k)
@@ -134,11 +135,6 @@ class CentroidIndex:
         dist, idx = exact_search(prepare_vectors(q, self.metric), [self._search_cache], kk, self.metric)
         dist, idx = dist.numpy(), idx.numpy()
         labels = self._labels[: self._size].numpy()[idx]
-        if kk < k:
-            pad = ((0, 0), (0, k - kk))
-            dist = np.pad(dist, pad, constant_values=np.inf)
-            idx = np.pad(idx, pad, constant_values=-1)
-            labels = np.pad(labels, pad, constant_values=-1)
         return SearchResult(dist.astype(np.float32), idx.astype(np.int64), labels.astype(np.int64), None)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -161,6 +157,7 @@ class CentroidIndex:
             raise ValueError(
                 f"index at {directory} is a {header.get('kind')!r} index, not {cls.kind!r}: use load_index"
             )
+        check_rows(directory, arrays, ("counts", "labels"))
         index = cls(check_dimension(directory, header, arrays["vectors"], dim), header["metric"])
         n = arrays["vectors"].shape[0]
         index._grow(n)
@@ -169,5 +166,5 @@ class CentroidIndex:
         index._labels[:n] = torch.from_numpy(arrays["labels"].astype(np.int64))
         index._size = n
         index._row_of = {int(v): i for i, v in enumerate(arrays["labels"])}
-        index.class_names = {int(k): v for k, v in header.get("class_names", {}).items()}
+        index.class_names = {int(k): str(v) for k, v in header.get("class_names", {}).items()}
         return index

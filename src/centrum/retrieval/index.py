@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from centrum.distances import check_metric, l2_normalize
-from centrum.retrieval._storage import check_dimension, load_arrays, save_arrays
+from centrum.retrieval._storage import check_dimension, check_rows, load_arrays, save_arrays
 from centrum.validation import as_tensor, check_embeddings, check_labels
 
 BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-ivf", "faiss-hnsw")
@@ -26,14 +26,20 @@ class SearchResult:
     """The k nearest entries of each query, nearest first (NumPy arrays, Q x K).
 
     ``distances``: in the index's metric (smaller = closer; cosine = 1 - cos); ``indices``: entry
-    positions (-1 where fewer than k entries exist); ``labels``: their labels (-1 = none);
-    ``paths``: their paths (``""`` = none), or ``None`` when the index holds no paths.
+    positions; ``labels``: their labels (-1 = none); ``paths``: their paths (``""`` = none), or ``None``
+    when the index holds no paths. K is ``min(k, entries)``: an index smaller than ``k`` returns all its
+    entries, without padding (an approximate faiss backend may still mark a slot it could not fill with
+    index -1 and distance inf; :meth:`valid` tells them apart).
     """
 
     distances: np.ndarray
     indices: np.ndarray
     labels: np.ndarray
     paths: np.ndarray | None = None
+
+    def valid(self) -> np.ndarray:
+        """Q x K mask of the slots that hold an entry (False only where a faiss backend found none)."""
+        return self.indices >= 0
 
 
 def prepare_vectors(x: torch.Tensor, metric: str) -> torch.Tensor:
@@ -126,6 +132,7 @@ class EmbeddingIndex:
         self._cameras: list[np.ndarray] = []
         self._paths: list[str] = []
         self._has_paths = False
+        self.class_names: dict[int, str] = {}
         self._faiss = None
         self._faiss_count = 0
 
@@ -185,8 +192,8 @@ class EmbeddingIndex:
 
     def search(self, queries: torch.Tensor | np.ndarray, k: int = 10) -> SearchResult:
         """The ``k`` nearest entries of each query (Q x dim), nearest first (equal distances: lower
-        index first, on the torch backend). With fewer than ``k`` entries the missing columns hold
-        index -1 and distance inf."""
+        index first, on the torch backend). An index with fewer than ``k`` entries returns all of them
+        (``min(k, len(self))`` columns, no padding)."""
         k = check_k(k)
         if len(self) == 0:
             raise ValueError("the index is empty: add embeddings before searching")
@@ -200,9 +207,6 @@ class EmbeddingIndex:
             dist, idx = dist.numpy(), idx.numpy()
         else:
             dist, idx = self._faiss_search(q.numpy(), kk)
-        if kk < k:
-            dist = np.concatenate([dist, np.full((dist.shape[0], k - kk), np.inf, np.float32)], 1)
-            idx = np.concatenate([idx, np.full((idx.shape[0], k - kk), -1, np.int64)], 1)
         return self._result(dist.astype(np.float32), idx.astype(np.int64))
 
     def _result(self, dist: np.ndarray, idx: np.ndarray) -> SearchResult:
@@ -267,6 +271,7 @@ class EmbeddingIndex:
             "params": self.params,
             "size": len(self),
             "has_paths": self._has_paths,
+            "class_names": {str(k): v for k, v in self.class_names.items()},
         }
         arrays = {
             "vectors": self.vectors.numpy(),
@@ -291,6 +296,7 @@ class EmbeddingIndex:
                 f"index at {directory} is a {header.get('kind')!r} index, not {cls.kind!r}: use load_index"
             )
         stored_dim = check_dimension(directory, header, arrays["vectors"], dim)
+        check_rows(directory, arrays, ("labels", "cameras", "paths"))
         params = dict(header.get("params", {}))
         index = cls(stored_dim, header["metric"], header["backend"], **params)
         if arrays["vectors"].shape[0]:
@@ -299,6 +305,7 @@ class EmbeddingIndex:
             index._cameras = [arrays["cameras"].astype(np.int64)]
             index._has_paths = bool(header.get("has_paths"))
             index._paths = [str(p) for p in arrays["paths"]] if index._has_paths else [""] * len(index)
+        index.class_names = {int(k): str(v) for k, v in header.get("class_names", {}).items()}
         if "faiss" in arrays:
             faiss = _import_faiss(index.backend)
             index._faiss = faiss.deserialize_index(arrays["faiss"])

@@ -40,10 +40,10 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from centrum.data import DatasetSplits
+from centrum.inference import DEFAULT_PROTOCOLS, evaluate_model
 from centrum.io import atomic_write_json, atomic_write_text, safe_torch_load
 from centrum.training.config import ExperimentConfig, config_from_dict, yaml_load
 from centrum.training.datamodule import RetrievalDataModule
-from centrum.training.inference import DEFAULT_PROTOCOLS, evaluate_model
 from centrum.training.module import RetrievalModule
 
 
