@@ -168,10 +168,3 @@ def test_query_then_gallery_embeds_one_set_once():
     products = DatasetSplits("x", "products", test, test, other, num_train_classes=1)
     query, gallery = embed_query_gallery(embed, products)
     assert len(calls) == 3 and calls[-1] is other and gallery.paths == ["c"]
-
-
-def test_training_reexports_the_inference_functions():
-    from centrum.inference import evaluate_model
-    from centrum.training.inference import evaluate_model as old
-
-    assert old is evaluate_model

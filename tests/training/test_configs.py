@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from centrum.evaluation.protocols import PROTOCOLS
+from centrum.inference import DEFAULT_PROTOCOLS
 from centrum.training import load_config
 from centrum.training.config import CTLObjectiveConfig
-from centrum.training.inference import DEFAULT_PROTOCOLS
 from centrum.training.module import RetrievalModule
 from centrum.training.run import build_datamodule
 from dataset_layouts import (

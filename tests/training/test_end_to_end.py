@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from centrum.training import RetrievalModule, evaluate_model, load_trained_model, train
+from centrum.inference import evaluate_model
+from centrum.training import RetrievalModule, load_trained_model, train
 from centrum.training.run import build_datamodule
 
 

@@ -4,7 +4,8 @@
 - :mod:`~centrum.training.objectives`: the CTL objective and the metric-learning objective (± Symm);
 - :mod:`~centrum.training.module`: the Lightning module (Adam with warm-up and step decay, center-loss SGD);
 - :mod:`~centrum.training.run`: run folders, evaluation during training, resume, repeated seeds;
-- :mod:`~centrum.training.checkpoint` and :mod:`~centrum.training.inference`: trained models back, embedding.
+- :mod:`~centrum.training.checkpoint`: a trained model back with its typed config (embedding itself is
+  :mod:`centrum.inference`, which needs no Lightning).
 """
 
 from centrum.training.checkpoint import TrainedModel, load_trained_model
@@ -22,7 +23,6 @@ from centrum.training.config import (
     load_config,
 )
 from centrum.training.datamodule import RetrievalDataModule
-from centrum.training.inference import Embeddings, embed_loader, evaluate_embeddings, evaluate_model
 from centrum.training.module import RetrievalModule, build_objective
 from centrum.training.objectives import CTLObjective, MetricObjective
 from centrum.training.run import RunResult, summarize_runs, train, train_runs
@@ -32,7 +32,6 @@ __all__ = [
     "CTLObjective",
     "CTLObjectiveConfig",
     "DataConfig",
-    "Embeddings",
     "EvaluationConfig",
     "ExperimentConfig",
     "MetricObjective",
@@ -47,9 +46,6 @@ __all__ = [
     "apply_overrides",
     "build_objective",
     "config_from_dict",
-    "embed_loader",
-    "evaluate_embeddings",
-    "evaluate_model",
     "load_config",
     "load_trained_model",
     "summarize_runs",

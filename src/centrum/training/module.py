@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from centrum import __version__
+from centrum.inference import Preprocess
 from centrum.models import build_model
 from centrum.training.config import (
     CTLObjectiveConfig,
@@ -154,6 +155,8 @@ class RetrievalModule(L.LightningModule):
             "version": __version__,
             "config": self.config.to_dict(),
             "num_classes": self.num_classes,
+            # the test-time transform as plain data, so that inference and export need no config to embed
+            "preprocess": Preprocess.from_config(self.config.to_dict()).to_dict(),
         }
         checkpoint["centrum_epoch_sums"] = {"sums": dict(self.epoch_sums), "images": self.epoch_images}
 
