@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # module name -> registers its subcommand(s); imported lazily so that `centrum --help` stays fast
-COMMAND_MODULES = ("train", "evaluate", "embed", "index", "search")
+COMMAND_MODULES = ("train", "evaluate", "embed", "index", "search", "export", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

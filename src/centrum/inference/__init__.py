@@ -1,0 +1,1 @@
+"""Embedding images outside Lightning: ONNX Runtime (:mod:`centrum.inference.onnx_runtime`)."""
