@@ -22,12 +22,15 @@ def drawings():
 
 @pytest.fixture(scope="session")
 def model_files(tmp_path_factory, drawings) -> dict[str, Path]:
-    """A small_cnn 32x32 checkpoint (BatchNorm statistics from Omniglot) and its API key file."""
+    """A small_cnn 32x32 checkpoint (BatchNorm statistics from Omniglot), its ONNX export and an API key file."""
     folder = tmp_path_factory.mktemp("model")
     ckpt = make_checkpoint(folder / "model.ckpt", transform_options={"resize": 36}, calibration=drawings[0][:16])
+    from centrum.export import export_checkpoint
+
+    onnx_file = export_checkpoint(ckpt, "onnx", folder / "model.onnx")
     keys = folder / "keys.txt"
     keys.write_text(f"# test keys\n{API_KEY}\nother-key\n")
-    return {"checkpoint": ckpt, "keys": keys}
+    return {"checkpoint": ckpt, "onnx": onnx_file, "keys": keys}
 
 
 @pytest.fixture(scope="module")

@@ -286,7 +286,7 @@ class IndexStore:
     def _apply(self, record: dict) -> None:
         op = record["op"]
         if op == "enrol":
-            vectors = np.frombuffer(base64.b64decode(record["vectors"]), dtype=np.float32).reshape(-1, self.dim)
+            vectors = np.frombuffer(base64.b64decode(record["vectors"]), dtype=np.float32).reshape(-1, self.dim).copy()
             self._add(record["class"], vectors, [int(i) for i in record["ids"]], record["paths"])
         elif op == "delete_image":
             self._remove_ids({int(record["id"])})
