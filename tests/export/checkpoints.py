@@ -87,3 +87,12 @@ def fashion_mnist_images(count: int) -> tuple[list[Image.Image], list[int]] | No
     query = read_fashion_mnist(max_query_per_class=count // 5 + 1, max_gallery_per_class=1, max_train_per_class=1).query
     count = min(count, len(query.paths))
     return [query.load(i) for i in range(count)], [int(v) for v in query.labels[:count]]
+
+
+def omniglot_class_names(count: int) -> list[str]:
+    """Readable names of the first ``count`` Omniglot characters (label order of :func:`omniglot_images`)."""
+    with zipfile.ZipFile(OMNIGLOT_ZIP) as archive:
+        folders = sorted({n.rsplit("/", 1)[0] for n in archive.namelist() if n.endswith(".png")})
+    return [f"{f.split('/')[-2].split('_(')[0].lower()}-{f.split('/')[-1].removeprefix('character')}" for f in folders][
+        :count
+    ]
