@@ -109,3 +109,20 @@ def test_store_centroids_deletes_and_dimension_check(tmp_path):
         IndexStore(tmp_path, dim=16)
     header = json.loads(np.load(tmp_path / SNAPSHOT_FILE)["header"].tobytes())
     assert header["classes"] == {"a": 0, "b": 1}
+
+
+def test_a_built_index_folder_is_imported(tmp_path):
+    """A folder written by ``centrum index build`` serves as is: labels become class names, rows ids, paths kept."""
+    from centrum.retrieval import EmbeddingIndex
+
+    built = EmbeddingIndex(8)
+    built.add(_vectors(5), [3, 3, 7, 7, 7], [f"/data/img{i}.jpg" for i in range(5)])
+    built.save(tmp_path)
+    store = IndexStore(tmp_path, dim=8)
+    assert store.classes() == {"3": 2, "7": 3}
+    assert str(store.image_path(4)) == "/data/img4.jpg"
+    hit = store.search_images(_vectors(5)[2:3], 1)[0][0]
+    assert (hit.id, hit.class_name, hit.path) == (2, "7", "/data/img2.jpg")
+    store.enrol("new", _vectors(1, seed=9))
+    store.close()
+    assert IndexStore(tmp_path, dim=8).classes() == {"3": 2, "7": 3, "new": 1}

@@ -130,6 +130,7 @@ class IndexStore:
         self._images = EmbeddingIndex(self.dim, metric)
         self._centroids = CentroidIndex(self.dim, metric)
         self._ids: list[int] = []  # image id of each row of self._images
+        self._paths: list[str] = []  # stored path of each row (kept here: the index would copy them per search)
         self._row_of: dict[int, int] = {}
         self._label_of: dict[str, int] = {}
         self._name_of: dict[int, str] = {}
@@ -163,7 +164,7 @@ class IndexStore:
             row = self._row_of.get(int(image_id))
             if row is None:
                 raise NotFoundError(f"image id {image_id} is not in the index")
-            stored = self._images._paths[row]
+            stored = self._paths[row]
         path = Path(stored)
         if not stored:
             raise NotFoundError(f"image id {image_id} has no stored file")
@@ -184,7 +185,7 @@ class IndexStore:
                     if row < 0:
                         break
                     hits.append(
-                        ImageHit(self._ids[row], self._name_of[int(label)], float(dist), self._images._paths[row])
+                        ImageHit(self._ids[row], self._name_of[int(label)], float(dist), self._paths[row])
                     )
                 out.append(hits)
             return out
@@ -305,12 +306,25 @@ class IndexStore:
         label = self._label_of[name]
         labels = np.full(len(ids), label, np.int64)
         start = len(self._ids)
-        self._images.add(vectors, labels, list(paths))
+        self._images.add(vectors, labels)
         self._centroids.add(vectors, labels)
+        self._paths.extend(str(p) for p in paths)
         for offset, image_id in enumerate(ids):
             self._row_of[image_id] = start + offset
         self._ids.extend(ids)
         self._ids_of[name].extend(ids)
+        self._next_id = max(self._next_id, max(ids) + 1)
+
+    def _add_rows(self, vectors: np.ndarray, labels: np.ndarray, ids: list[int], paths: list[str]) -> None:
+        """Add rows of known labels in one call (loading a snapshot): one index segment, order kept."""
+        self._images.add(vectors, labels)
+        self._centroids.add(vectors, labels)
+        start = len(self._ids)
+        self._ids.extend(int(i) for i in ids)
+        self._paths.extend(str(p) for p in paths)
+        for offset, (image_id, label) in enumerate(zip(ids, labels.tolist(), strict=True)):
+            self._row_of[int(image_id)] = start + offset
+            self._ids_of[self._name_of[label]].append(int(image_id))
         self._next_id = max(self._next_id, max(ids) + 1)
 
     def _remove_ids(self, doomed: set[int]) -> None:
@@ -319,7 +333,7 @@ class IndexStore:
             return
         keep = np.array([i not in doomed for i in self._ids], dtype=bool)
         vectors, labels = self._images.vectors.numpy(), self._images.labels
-        paths = self._images.paths
+        paths = self._paths
         affected = {int(v) for v in labels[~keep]}
         for image_id, row in list(self._row_of.items()):
             if image_id in doomed:
@@ -328,8 +342,9 @@ class IndexStore:
                     (self.folder / path).unlink(missing_ok=True)
         rebuilt = EmbeddingIndex(self.dim, self.metric)
         if keep.any():
-            rebuilt.add(vectors[keep], labels[keep], [p for p, k in zip(paths, keep, strict=True) if k])
+            rebuilt.add(vectors[keep], labels[keep])
         self._images = rebuilt
+        self._paths = [p for p, k in zip(paths, keep, strict=True) if k]
         self._ids = [i for i, k in zip(self._ids, keep, strict=True) if k]
         self._row_of = {image_id: row for row, image_id in enumerate(self._ids)}
         for label in affected:
@@ -358,7 +373,7 @@ class IndexStore:
             vectors=self._images.vectors.numpy(),
             labels=self._images.labels,
             ids=np.asarray(self._ids, dtype=np.int64),
-            paths=np.asarray(self._images.paths, dtype=str),
+            paths=np.asarray(self._paths, dtype=str),
         )
         self._snapshot_seq = self._seq
         self._journal.truncate(0)
@@ -385,15 +400,12 @@ class IndexStore:
             self._ids_of = {name: [] for name in self._label_of}
             self._next_label = int(header["next_label"])
             if len(arrays["ids"]):
-                by_label = {v: k for k, v in self._label_of.items()}
-                for label in np.unique(arrays["labels"]):
-                    rows = arrays["labels"] == label
-                    self._add(
-                        by_label[int(label)],
-                        arrays["vectors"][rows],
-                        arrays["ids"][rows].tolist(),
-                        arrays["paths"][rows].tolist(),
-                    )
+                self._add_rows(
+                    arrays["vectors"],
+                    arrays["labels"].astype(np.int64),
+                    arrays["ids"].tolist(),
+                    arrays["paths"].tolist(),
+                )
             self._ids_of = {name: ids for name, ids in self._ids_of.items() if ids}
             self._next_id = int(header["next_id"])
             self._seq = self._snapshot_seq = int(header["seq"])
