@@ -184,6 +184,8 @@ def main() -> None:
         args.requests, args.seconds = 15, 3.0
     size = tuple(int(v) for v in args.size.lower().split("x"))
     sys.path.insert(0, str(ROOT / "src"))
+    import httpx
+
     from centrum.export import export_checkpoint
     from centrum.inference.onnx_runtime import OnnxEmbedder
     from centrum.serving.images import decode_image
@@ -220,7 +222,17 @@ def main() -> None:
         try:
             lat = sorted(service_latencies(url, image_bytes, args.requests))
             p50, p95 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-            tput = {c: throughput(url, image_bytes, c, args.seconds) for c in (1, 4, 16)}
+            tput, batch = {}, {}
+            for clients in (1, 4, 16):
+                before = httpx.get(url + "/health").json()["embedding"]
+                tput[clients] = throughput(url, image_bytes, clients, args.seconds)
+                after = httpx.get(url + "/health").json()["embedding"]
+                batch[clients] = (after["images"] - before["images"]) / max(1, after["calls"] - before["calls"])
+            print(
+                f"{name}: mean images per model call at 1/4/16 clients: "
+                + " / ".join(f"{batch[c]:.1f}" for c in (1, 4, 16)),
+                flush=True,
+            )
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -57,7 +57,10 @@ def test_concurrent_enrolments_and_searches(tmp_path, model_files, drawings):
         with server.client() as client:
             classes = {c["name"]: c["count"] for c in client.get("/classes").json()["classes"]}
             assert classes == dict(Counter(name for name, _ in acked))  # counts add up: each enrolment once
-            assert client.get("/health").json()["images"] == len(ids)
+            health = client.get("/health").json()
+            assert health["images"] == len(ids)
+            assert health["embedding"]["images"] >= len(ids) + THREADS * REQUESTS // 2  # enrolled + searched
+            assert health["embedding"]["calls"] <= health["embedding"]["images"]
             for image_id in ids[:: max(1, len(ids) // 40)]:
                 assert client.get(f"/images/{image_id}").status_code == 200
             # a search over everything returns each acknowledged id exactly once

@@ -128,6 +128,8 @@ def create_app(store: IndexStore, embedder, settings: ServiceSettings | None = N
             "metric": store.metric,
             "model": embedder.name,
             "auth": settings.api_keys is not None,
+            # micro-batching at work: model calls made and images embedded since start
+            "embedding": {"calls": batcher.batches, "images": batcher.images},
         }
 
     @app.post("/search")

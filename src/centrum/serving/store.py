@@ -184,9 +184,7 @@ class IndexStore:
                 for row, label, dist in zip(result.indices[q], result.labels[q], result.distances[q], strict=True):
                     if row < 0:
                         break
-                    hits.append(
-                        ImageHit(self._ids[row], self._name_of[int(label)], float(dist), self._paths[row])
-                    )
+                    hits.append(ImageHit(self._ids[row], self._name_of[int(label)], float(dist), self._paths[row]))
                 out.append(hits)
             return out
 
