@@ -33,7 +33,8 @@ CASES = {
     "googlenet-embedding": ("googlenet", False, 512, "dml", (64, 64), {"resize": 72}),
     "efficientnet_lite0-bnneck": ("efficientnet_lite0", True, None, "dml", (64, 64), {"resize": 72}),
 }
-SLOW = {"resnet50-bnneck", "resnet50_ibn_a-bnneck"}  # 6-10 s each here
+# 3-10 s each on a quiet 2-core machine, minutes on a loaded one: run in CI (CI=true) or with --runslow
+SLOW = {"resnet50-bnneck", "resnet50_ibn_a-bnneck", "googlenet-embedding", "efficientnet_lite0-bnneck"}
 
 
 def _images() -> dict[str, list]:
