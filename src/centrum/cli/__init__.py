@@ -1,6 +1,6 @@
 """The ``centrum`` command line: one module per command group, each with a ``register(subparsers)``.
 
-Commands: ``train``, ``evaluate``, ``embed``, ``index build|search``, ``search``.
+Commands: ``train``, ``evaluate``, ``embed``, ``index build|search``, ``search``, ``export``, ``serve``.
 """
 
 from __future__ import annotations
