@@ -8,7 +8,8 @@ images, files, folders, a :class:`~centrum.data.SampleList` or a dataset's split
 - :mod:`~centrum.inference.model`: :func:`load_model` (safe loading), :class:`Preprocess`, :func:`resolve_device`;
 - :mod:`~centrum.inference.embedder`: :class:`TorchEmbedder`;
 - :mod:`~centrum.inference.embeddings`: embedding loaders, "query then gallery", evaluation of a model;
-- :mod:`~centrum.inference.images`: files and folders to a SampleList with class names.
+- :mod:`~centrum.inference.images`: files and folders to a SampleList with class names;
+- :mod:`~centrum.inference.onnx_runtime`: :class:`OnnxEmbedder`, an exported model on ONNX Runtime (extra ``onnx``).
 """
 
 from centrum.inference.embedder import TorchEmbedder

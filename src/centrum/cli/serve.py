@@ -1,0 +1,93 @@
+"""``centrum serve --index DIR (--checkpoint CKPT | --onnx FILE)``: the search service and its web page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def read_api_keys(path: Path) -> frozenset[str]:
+    """The API keys of ``path``: one per line; blank lines and ``#`` comments ignored."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--api-key-file {path} does not exist")
+    keys = frozenset(
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
+    if not keys:
+        raise ValueError(f"--api-key-file {path} holds no key (one key per line)")
+    return keys
+
+
+def build_service(args: argparse.Namespace):
+    """The app of ``args`` (checks everything before a port is opened)."""
+    from centrum.export import load_embedder
+    from centrum.serving.app import ServiceSettings, create_app
+    from centrum.serving.store import IndexStore
+
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise ValueError("give exactly one model: --checkpoint CKPT (or a TorchScript file) or --onnx FILE")
+    if args.api_key_file is None and not args.no_auth:
+        raise ValueError(
+            "refusing to start: the write endpoints (enrol, delete) need API keys; pass --api-key-file FILE "
+            "(one key per line), or --no-auth to let anyone who can reach the port enrol and delete"
+        )
+    keys = read_api_keys(args.api_key_file) if args.api_key_file is not None else None
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0:
+        raise ValueError("--max-upload-mb and --max-pixels must be positive")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.onnx is not None:
+        if args.onnx.suffix.lower() != ".onnx":
+            raise ValueError(f"--onnx {args.onnx}: expected a .onnx file written by `centrum export`")
+        from centrum.inference.onnx_runtime import OnnxEmbedder
+
+        embedder = OnnxEmbedder(args.onnx, threads=args.threads or None)
+    else:
+        embedder = load_embedder(args.checkpoint, args.device)
+    store = IndexStore(args.index, embedder.dim, embedder.metric, compact_every=args.compact_every)
+    settings = ServiceSettings(
+        api_keys=keys, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels
+    )
+    return create_app(store, embedder, settings), store, embedder
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the service and serve until interrupted."""
+    import uvicorn
+
+    app, store, embedder = build_service(args)
+    auth = "writes need an API key" if args.api_key_file else "NO AUTH: anyone can enrol and delete"
+    print(
+        f"centrum serve: http://{args.host}:{args.port}/ ({store.num_images} images, {store.num_classes} classes, "
+        f"{embedder.dim}-d, model {embedder.name}; {auth}); API docs at /docs",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command."""
+    p = subparsers.add_parser(
+        "serve",
+        help="serve search and enrolment over HTTP, with a web page",
+        description="Serve an index folder over HTTP: POST /search, POST /classes/{name}/images, DELETE, "
+        "GET /classes, GET /images/{id} (thumbnails), GET /health, a web page at / and the API at /docs. "
+        "Enrolments are journalled (fsynced) before they are acknowledged.",
+    )
+    p.add_argument("--index", required=True, type=Path, help="index folder (created if missing)")
+    p.add_argument("--checkpoint", type=Path, help="model.ckpt from `centrum train` (or a TorchScript export)")
+    p.add_argument("--onnx", type=Path, help="model.onnx from `centrum export --format onnx`")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-file", type=Path, help="file of API keys (one per line) that the write endpoints accept")
+    p.add_argument("--no-auth", action="store_true", help="allow writes without a key (trusted networks only)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image in pixels (default 40 M)")
+    p.add_argument("--compact-every", type=int, default=1000, help="journal records between snapshots")
+    p.add_argument("--device", default="cpu", help="torch device of a checkpoint model (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all)")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=run)
