@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib.util
+from pathlib import Path
 
 import pytest
 
 # the stripes dataset of the training tests (a tiny class-disjoint task a small CNN learns in seconds)
-_spec = importlib.util.spec_from_file_location("training_conftest", Path(__file__).parents[1] / "training" / "conftest.py")
+_spec = importlib.util.spec_from_file_location(
+    "training_conftest", Path(__file__).parents[1] / "training" / "conftest.py"
+)
 _training = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_training)
 write_stripes_csv = _training.write_stripes_csv
@@ -37,8 +38,13 @@ def tiny_study_data(csv_path: Path) -> dict:
             "model": {"backbone": "small_cnn", "embedding_dim": 32, "bnneck": False},
             "objective": {"kind": "metric", "loss": "triplet", "loss_options": {"margin": 0.2, "mining": "hard"}},
             "optimizer": {"lr": 3e-3, "weight_decay": 0.0, "warmup_epochs": 0, "milestones": []},
-            "trainer": {"max_epochs": 1, "accelerator": "cpu", "eval_every": 1, "log_every_n_steps": 1,
-                        "checkpoint_every_n_steps": 2},
+            "trainer": {
+                "max_epochs": 1,
+                "accelerator": "cpu",
+                "eval_every": 1,
+                "log_every_n_steps": 1,
+                "checkpoint_every_n_steps": 2,
+            },
             "evaluation": {"protocols": ["products", "products-centroids"]},
         },
         "grid": {"objective.symm": [False, True]},
@@ -53,3 +59,9 @@ def tiny_study_data(csv_path: Path) -> dict:
 def stripes_csv_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The stripes dataset written as a CSV of PNG files (for a study that reads it from disk)."""
     return write_stripes_csv(tmp_path_factory.mktemp("stripes-study"))
+
+
+@pytest.fixture(scope="session")
+def study_data():
+    """``study_data(csv_path)``: the tiny study's data, as a study file would hold it."""
+    return tiny_study_data

@@ -326,8 +326,11 @@ def figure_topk(results: StudyResults, path: Path) -> Picture | None:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3)
     ax.set_xticks(ks)
-    ax.set(title=f"{results.study.metric} vs Symm's top-k", xlabel="top-k hardest negatives per class",
-           ylabel=results.study.metric)
+    ax.set(
+        title=f"{results.study.metric} vs Symm's top-k",
+        xlabel="top-k hardest negatives per class",
+        ylabel=results.study.metric,
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
@@ -515,8 +518,17 @@ def comparisons_table(results: StudyResults) -> tuple[list[str], list[list[str]]
         ci = "–" if math.isnan(res.low) else f"[{res.low:+.4f}, {res.high:+.4f}]"
         diff = "–" if math.isnan(res.mean) else f"{res.mean:+.4f}"
         rows.append(
-            [claim, context, comp.metric, _fmt(res.base_mean), _fmt(res.treatment_mean), diff, ci,
-             str(len(res.seeds)), res.verdict]
+            [
+                claim,
+                context,
+                comp.metric,
+                _fmt(res.base_mean),
+                _fmt(res.treatment_mean),
+                diff,
+                ci,
+                str(len(res.seeds)),
+                res.verdict,
+            ]
         )
     return header, rows
 
@@ -575,9 +587,7 @@ def write_report(study: Study, out_dir: str | Path) -> tuple[Path, Path]:
     total = sum(len(r) for r in results.runs.values())
     planned = len(plan_runs(study, out_dir))
     intro = f"{total} of {planned} runs finished; main metric {study.metric}; seeds {study.seeds}."
-    skipped = (
-        f"Analyses with nothing to draw for this grid or these runs: {', '.join(missing)}." if missing else ""
-    )
+    skipped = f"Analyses with nothing to draw for this grid or these runs: {', '.join(missing)}." if missing else ""
 
     md = [f"# Study {study.name}", "", study.description, "", intro, "", PROTOCOL_NOTE, ""]
     md += ["## Metrics per cell (mean ± std over seeds)", "", _md_table(metric_header, metric_rows), ""]

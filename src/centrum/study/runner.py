@@ -98,7 +98,7 @@ def _worker(args: tuple[Study, PlannedRun, int]) -> tuple[PlannedRun, float]:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 

@@ -48,8 +48,20 @@ ANALYSES = (
     "centroids",
     "step_cost",
 )
-STUDY_FIELDS = ("name", "base", "overrides", "grid", "grids", "seeds", "metric", "compare", "analyses", "quick",
-                "tsne", "description")
+STUDY_FIELDS = (
+    "name",
+    "base",
+    "overrides",
+    "grid",
+    "grids",
+    "seeds",
+    "metric",
+    "compare",
+    "analyses",
+    "quick",
+    "tsne",
+    "description",
+)
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,7 @@ class Study:
     def cells(self) -> list[Cell]:
         """Every cell of every grid, in file order, without duplicates (same settings)."""
         cells: dict[tuple, Cell] = {}
+        keys: dict[str, str] = {}  # config digest -> the folder of the first cell with that config
         for grid in self.grids:
             axes = list(grid)
             for combo in itertools.product(*(list(grid[a].items()) for a in axes)):
@@ -121,7 +134,8 @@ class Study:
                 digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
                 slug = "_".join(f"{a.split('.')[-1]}-{v}" for a, v in settings) or "base"
                 slug = re.sub(r"[^A-Za-z0-9._-]+", "-", slug)[:80]
-                cells[settings] = Cell(settings, tuple(overrides.items()), f"{slug}_{digest}")
+                key = keys.setdefault(digest, f"{slug}_{digest}")
+                cells[settings] = Cell(settings, tuple(overrides.items()), key)
         return list(cells.values())
 
     def config_data(self, cell_overrides: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
@@ -173,7 +187,9 @@ def _parse_grid(grid: Any, where: str) -> dict[str, dict[str, dict[str, Any]]]:
         elif isinstance(values, list) and values:
             axes[str(axis)] = {value_label(v): {str(axis): v} for v in values}
         else:
-            raise ValueError(f"{where}.{axis} must be a non-empty list of values or a mapping of labels, got {values!r}")
+            raise ValueError(
+                f"{where}.{axis} must be a non-empty list of values or a mapping of labels, got {values!r}"
+            )
     return axes
 
 
@@ -224,10 +240,16 @@ def study_from_dict(raw: dict[str, Any], source: Path | None = None, quick: bool
     grids_raw = raw.get("grids") if "grids" in raw else [raw.get("grid")]
     if not isinstance(grids_raw, list) or not grids_raw:
         raise ValueError(f"{where}: grids must be a non-empty list of grids")
-    grids = [_parse_grid(g, f"{where}: grid" if len(grids_raw) == 1 else f"{where}: grids[{i}]")
-             for i, g in enumerate(grids_raw)]
+    grids = [
+        _parse_grid(g, f"{where}: grid" if len(grids_raw) == 1 else f"{where}: grids[{i}]")
+        for i, g in enumerate(grids_raw)
+    ]
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise ValueError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: seeds must be distinct, got {seeds!r}")

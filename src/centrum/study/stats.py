@@ -93,7 +93,9 @@ def paired_comparison(
 
     A seed missing from either arm is left out, so every difference compares like with like.
     """
-    seeds = tuple(sorted(s for s in base if s in treatment and not math.isnan(base[s]) and not math.isnan(treatment[s])))
+    seeds = tuple(
+        sorted(s for s in base if s in treatment and not math.isnan(base[s]) and not math.isnan(treatment[s]))
+    )
     sign = 1.0 if higher_is_better else -1.0
     diffs = tuple(sign * (float(treatment[s]) - float(base[s])) for s in seeds)
     mean, low, high = t_interval(diffs, confidence) if diffs else (math.nan, math.nan, math.nan)
