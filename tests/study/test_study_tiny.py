@@ -146,3 +146,16 @@ def test_cli_reports_and_rejects_bad_studies(
     assert err.startswith("centrum study: error:") and "seeds must be a non-empty list of integers" in err
     assert main(["study", str(path), "--out", str(tmp_path / "empty"), "--report-only"]) == 2
     assert "no finished run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_runs(tiny_study, tmp_path: Path) -> None:
+    """--jobs 2 trains each run in its own process; same seeds, same data: the same final metrics."""
+    study, out, _ = tiny_study
+    lines: list[str] = []
+    run_study(study, tmp_path, jobs=2, log=lines.append)
+    assert "4 to run with 2 job(s)" in lines[0] and lines[-1].startswith("[4/4 runs, 2/2 cells]")
+    for serial, parallel in zip(plan_runs(study, out), plan_runs(study, tmp_path), strict=True):
+        a = json.loads((serial.run_dir / "results.json").read_text())["metrics"]["products"]["mAP"]
+        b = json.loads((parallel.run_dir / "results.json").read_text())["metrics"]["products"]["mAP"]
+        assert b == pytest.approx(a, abs=1e-4)

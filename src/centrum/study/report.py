@@ -124,9 +124,12 @@ def judge(results: StudyResults) -> list[tuple[Comparison, str, PairedResult]]:
                 if [(a, v) for a, v in partner.settings if a != comp.vary] != others:
                     continue
                 context = ", ".join(f"{a.split('.')[-1]}={v}" for a, v in others) or "all"
+                base_values, treatment_values = results.values(cell, comp.metric), results.values(partner, comp.metric)
+                if not base_values and not treatment_values and results.runs.get(cell.key):
+                    continue  # a metric these cells' protocol does not have (e.g. another dataset's)
                 paired = paired_comparison(
-                    results.values(cell, comp.metric),
-                    results.values(partner, comp.metric),
+                    base_values,
+                    treatment_values,
                     metric=comp.metric,
                     min_gain=comp.min_gain,
                     higher_is_better=comp.higher_is_better,
