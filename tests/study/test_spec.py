@@ -113,3 +113,14 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(study(base="missing.yaml")))
     with pytest.raises(FileNotFoundError, match=r"base config .*missing\.yaml does not exist"):
         load_study(path)
+
+
+def test_set_overrides_every_cell_and_changes_its_folder() -> None:
+    plain = study_from_dict(study())
+    moved = study_from_dict(study(), extra_overrides=["trainer.max_epochs=7", "data.image_size=[64, 64]"])
+    for cell in moved.cells():
+        config = moved.config(cell, 0)
+        assert config.trainer.max_epochs == 7 and config.data.image_size == (64, 64)
+    assert {c.key for c in plain.cells()}.isdisjoint(c.key for c in moved.cells())
+    with pytest.raises(ValueError, match=r"must look like section\.field=value"):
+        study_from_dict(study(), extra_overrides=["trainer.max_epochs"])

@@ -19,6 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="study folder (default: studies-out/<study name>)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     p.add_argument("--quick", action="store_true", help="the study's quick variant (its quick: section)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a config field in every cell, e.g. --set trainer.accelerator=gpu (repeatable); "
+        "changes the runs' folders, so it never mixes with runs of other settings",
+    )
     p.add_argument("--report-only", action="store_true", help="redraw the report from finished runs; train nothing")
     p.set_defaults(func=run)
 
@@ -27,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the study, run what is unfinished, write the report and print where it is."""
     from centrum.study import load_study, run_study, write_report
 
-    study = load_study(args.study, quick=args.quick)
+    study = load_study(args.study, quick=args.quick, extra_overrides=args.overrides)
     out = args.out or Path("studies-out") / study.name
     if not args.report_only:
         run_study(study, out, jobs=args.jobs)

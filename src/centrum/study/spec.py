@@ -201,8 +201,11 @@ def _parse_overrides(value: Any, where: str) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
-def study_from_dict(raw: dict[str, Any], source: Path | None = None, quick: bool = False) -> Study:
-    """Parse study data (see the module doc); ``quick`` applies the file's ``quick:`` section."""
+def study_from_dict(
+    raw: dict[str, Any], source: Path | None = None, quick: bool = False, extra_overrides: list[str] | None = None
+) -> Study:
+    """Parse study data (see the module doc); ``quick`` applies the file's ``quick:`` section, then
+    ``extra_overrides`` (``path=value``, values read as YAML: the command line's ``--set``) apply to every cell."""
     if not isinstance(raw, dict):
         raise ValueError(f"a study must be a mapping, got {type(raw).__name__}")
     where = str(source) if source else "study"
@@ -225,6 +228,11 @@ def study_from_dict(raw: dict[str, Any], source: Path | None = None, quick: bool
                 raw.pop(other, None)
                 raw[key] = q[key]
         raw["name"] = f"{raw.get('name', 'study')}-quick"
+    for item in extra_overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} must look like section.field=value (e.g. trainer.accelerator=gpu)")
+        path, value = item.split("=", 1)
+        raw["overrides"] = {**(raw.get("overrides") or {}), path.strip(): yaml.safe_load(value) if value else None}
     base = raw.get("base")
     if isinstance(base, str):
         path = Path(base)
@@ -301,8 +309,9 @@ def study_from_dict(raw: dict[str, Any], source: Path | None = None, quick: bool
     return study
 
 
-def load_study(path: str | Path, quick: bool = False) -> Study:
-    """Read and validate a study file; ``quick`` applies its ``quick:`` section."""
+def load_study(path: str | Path, quick: bool = False, extra_overrides: list[str] | None = None) -> Study:
+    """Read and validate a study file; ``quick`` applies its ``quick:`` section and ``extra_overrides``
+    (``path=value``) are applied to every cell last."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study file {path} does not exist")
@@ -310,7 +319,7 @@ def load_study(path: str | Path, quick: bool = False) -> Study:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"study file {path} is not valid YAML: {exc}") from exc
-    return study_from_dict(raw, source=path, quick=quick)
+    return study_from_dict(raw, source=path, quick=quick, extra_overrides=extra_overrides)
 
 
 __all__ = ["ANALYSES", "Cell", "Comparison", "Study", "load_study", "study_from_dict", "value_label"]
