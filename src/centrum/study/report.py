@@ -398,9 +398,10 @@ def figure_centroids(results: StudyResults, path: Path) -> Picture | None:
             twin = f"{protocol}-centroids/{metric}"
             if protocol.endswith("-centroids") or twin not in results.metric_names():
                 continue
-            if metric not in ("map", "map@r", "top1", "recall@1", "mAP"):
+            if metric.lower() not in ("map", "map@r", "rank-1", "acc@1", "recall@1"):
                 continue
-            bars.append((cell, name, twin))
+            if results.values(cell, name) and results.values(cell, twin):  # this cell's dataset has both
+                bars.append((cell, name, twin))
     if not bars:
         return None
     labels = [f"{c.label}\n{n.split('/', 1)[1]}" for c, n, _ in bars]
