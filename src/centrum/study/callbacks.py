@@ -6,6 +6,7 @@ the report can be drawn later, from the folders alone, and a resumed run keeps w
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -95,6 +96,9 @@ class StepCost(Callback):
                 "max_step_memory_bytes": max(memory) if memory else None,
                 "memory_measure": self._how,
                 "device": str(pl_module.device),
+                # other processes on the machine slow every step: the report says when times are not comparable
+                "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                "cpu_count": os.cpu_count(),
             },
         )
 

@@ -438,6 +438,19 @@ def figure_step_cost(results: StudyResults, path: Path) -> Picture | None:
             arms.append((cell, t, m, costs[0].get("memory_measure", "")))
     if not arms:
         return None
+    loads = [
+        r.step_cost["load_average"]
+        for _, runs in _arms(results)
+        for r in runs
+        if r.step_cost and r.step_cost.get("load_average") is not None
+    ]
+    cores = next((r.step_cost.get("cpu_count") for _, runs in _arms(results) for r in runs if r.step_cost), None)
+    load_note = ""
+    if loads and cores and float(np.median(loads)) > cores:
+        load_note = (
+            f" Warning: the machine was busy (median load {float(np.median(loads)):.1f} on {cores} cores at the end "
+            "of the runs), so these times measure the other processes as much as the step."
+        )
     x = np.arange(len(arms))
     colors = ["tab:orange" if c.setting("symm") == "true" else "tab:blue" for c, *_ in arms]
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(arms) * 2), 4))
@@ -457,7 +470,7 @@ def figure_step_cost(results: StudyResults, path: Path) -> Picture | None:
         path,
         "Time and memory per training step",
         f"Symm's cost is the gap between each loss's orange and blue bars (memory measured as: {arms[0][3]}); "
-        "the paper claims it is small next to the backbone's.",
+        "the paper claims it is small next to the backbone's." + load_note,
     )
 
 
