@@ -1,6 +1,6 @@
 """The ``centrum`` command line: one module per command group, each with a ``register(subparsers)``.
 
-Commands: ``train``, ``evaluate``, ``embed``, ``index build|search``, ``search``, ``export``, ``serve``.
+Commands: ``train``, ``evaluate``, ``embed``, ``index build|search``, ``search``, ``study``, ``export``, ``serve``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # module name -> registers its subcommand(s); imported lazily so that `centrum --help` stays fast
-COMMAND_MODULES = ("train", "evaluate", "embed", "index", "search", "export", "serve")
+COMMAND_MODULES = ("train", "evaluate", "embed", "index", "search", "study", "export", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

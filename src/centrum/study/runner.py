@@ -1,0 +1,160 @@
+"""Running a study: every cell x seed through :func:`centrum.training.train`, resumable, optionally in parallel.
+
+Runs live in ``OUT/runs/<cell key>/seed-<s>/``. A run with ``results.json`` is finished and skipped; a run with
+``checkpoints/last.ckpt`` but no results was interrupted and resumes from that checkpoint; any other starts fresh.
+Every arm gets the same code, data, seeds and schedule; the model kept is the one at the end of training.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from centrum.io import atomic_write_text
+from centrum.study.spec import Cell, Study
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the study: a cell, a seed and its folder."""
+
+    cell: Cell
+    seed: int
+    run_dir: Path
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run left its final ``results.json``."""
+        return (self.run_dir / "results.json").is_file()
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run started (a checkpoint exists) but did not finish."""
+        return not self.finished and (self.run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def plan_runs(study: Study, out_dir: str | Path) -> list[PlannedRun]:
+    """Every cell x seed of ``study`` with its run folder under ``out_dir/runs``; shared cells are planned once."""
+    runs, seen = [], set()
+    for cell in study.cells():
+        for seed in study.seeds:
+            run_dir = Path(out_dir) / "runs" / cell.key / f"seed-{seed}"
+            if run_dir in seen:
+                continue
+            seen.add(run_dir)
+            runs.append(PlannedRun(cell, seed, run_dir))
+    return runs
+
+
+def snapshot_epochs(study: Study, max_epochs: int) -> list[int]:
+    """The epochs at which test embeddings are kept for t-SNE: the study's ``tsne.epochs`` (``last`` allowed),
+    by default before training, half-way and at the end."""
+    wanted = study.tsne.get("epochs", [0, "half", "last"])
+    epochs = []
+    for e in wanted:
+        if e == "last":
+            epochs.append(max_epochs)
+        elif e == "half":
+            epochs.append(max(1, max_epochs // 2))
+        elif isinstance(e, int) and 0 <= e <= max_epochs:
+            epochs.append(e)
+        else:
+            raise ValueError(f"tsne.epochs entries must be 0..{max_epochs}, 'half' or 'last', got {e!r}")
+    return sorted(set(epochs))
+
+
+def execute_run(study: Study, run: PlannedRun, threads: int | None = None) -> float:
+    """Train one planned run (resuming it when interrupted) with the study's callbacks; returns its seconds."""
+    import torch
+
+    from centrum.study.callbacks import EmbeddingSnapshots, StepCost
+    from centrum.training import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = study.config(run.cell, run.seed)
+    callbacks = [StepCost(run.run_dir)]
+    if {"tsne", "ranked_lists"} & set(study.analyses):
+        callbacks.append(
+            EmbeddingSnapshots(
+                run.run_dir,
+                snapshot_epochs(study, config.trainer.max_epochs),
+                classes=int(study.tsne.get("classes", 8)),
+                per_class=int(study.tsne.get("per_class", 20)),
+            )
+        )
+    start = time.perf_counter()
+    train(config, run.run_dir, resume=run.interrupted, enable_progress_bar=False, callbacks=callbacks)
+    return time.perf_counter() - start
+
+
+def _worker(args: tuple[Study, PlannedRun, int]) -> tuple[PlannedRun, float]:
+    study, run, threads = args
+    return run, execute_run(study, run, threads)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_study(
+    study: Study,
+    out_dir: str | Path,
+    jobs: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> list[PlannedRun]:
+    """Run every unfinished run of ``study`` into ``out_dir`` (``jobs`` processes at once) and return the plan.
+
+    Progress goes to ``log`` (default: stdout) as one plain line per finished run: runs and cells done out of
+    the total, and the time left estimated from the mean duration of this session's runs.
+    """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    log = log or (lambda line: print(line, flush=True))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if study.source is not None:
+        atomic_write_text(out_dir / "study.yaml", study.source.read_text())
+    plan = plan_runs(study, out_dir)
+    todo = [r for r in plan if not r.finished]
+    cells = {r.cell.key for r in plan}
+    done_runs = {r.run_dir for r in plan if r.finished}
+    log(
+        f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seeds = {len(plan)} runs; "
+        f"{len(plan) - len(todo)} already finished, {sum(r.interrupted for r in todo)} to resume, "
+        f"{len(todo)} to run with {jobs} job(s)"
+    )
+    durations: list[float] = []
+
+    def report(run: PlannedRun, seconds: float) -> None:
+        durations.append(seconds)
+        done_runs.add(run.run_dir)
+        cells_done = sum(all(r.run_dir in done_runs for r in plan if r.cell.key == key) for key in cells)
+        left = len(plan) - len(done_runs)
+        eta = _duration(sum(durations) / len(durations) * left / jobs)
+        log(
+            f"[{len(done_runs)}/{len(plan)} runs, {cells_done}/{len(cells)} cells] {run.cell.label} seed {run.seed} "
+            f"finished in {_duration(seconds)}; about {eta} left"
+        )
+
+    if jobs == 1 or len(todo) <= 1:
+        for run in todo:
+            report(run, execute_run(study, run))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        # spawn: a fresh interpreter per worker, so that no OpenMP thread pool is forked mid-use
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, (study, run, threads)) for run in todo]
+            for future in as_completed(futures):
+                run, seconds = future.result()
+                report(run, seconds)
+    sys.stdout.flush()
+    return plan
