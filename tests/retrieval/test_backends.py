@@ -35,17 +35,23 @@ def _one_faiss_thread():
 
 @pytest.fixture(scope="module")
 def gallery() -> dict[str, np.ndarray]:
-    """400 classes x 10 images around class centres (like embeddings), 3 cameras, and 40 queries."""
+    """200 classes x 10 images around class centres (like embeddings), 3 cameras, and 20 queries."""
     rng = np.random.default_rng(0)
-    centres = rng.standard_normal((400, DIM)).astype(np.float32)
-    x = (np.repeat(centres, 10, 0) + 0.7 * rng.standard_normal((4000, DIM))).astype(np.float32)
-    labels = np.repeat(np.arange(400), 10)
-    cameras = np.tile(np.arange(10) % 3, 400)
-    q_labels = rng.choice(400, 40, replace=False)
-    queries = (centres[q_labels] + 0.7 * rng.standard_normal((40, DIM))).astype(np.float32)
-    q_cameras = rng.integers(0, 3, 40)
-    return {"x": x, "labels": labels, "cameras": cameras, "queries": queries, "q_labels": q_labels,
-            "q_cameras": q_cameras}
+    centres = rng.standard_normal((200, DIM)).astype(np.float32)
+    x = (np.repeat(centres, 10, 0) + 0.7 * rng.standard_normal((2000, DIM))).astype(np.float32)
+    labels = np.repeat(np.arange(200), 10)
+    cameras = np.tile(np.arange(10) % 3, 200)
+    q_labels = rng.choice(200, 20, replace=False)
+    queries = (centres[q_labels] + 0.7 * rng.standard_normal((20, DIM))).astype(np.float32)
+    q_cameras = rng.integers(0, 3, 20)
+    return {
+        "x": x,
+        "labels": labels,
+        "cameras": cameras,
+        "queries": queries,
+        "q_labels": q_labels,
+        "q_cameras": q_cameras,
+    }
 
 
 def make(name: str, tmp_path, kind: str = "image", metric: str = "cosine", **options):
@@ -100,7 +106,7 @@ def test_exact_backends_equal_brute_force_with_and_without_reid_rule(gallery, tm
     reid = (g["labels"][None] == g["q_labels"][:, None]) & (g["cameras"][None] == g["q_cameras"][:, None])
     ref_ids, ref_d = brute_force(g["x"], g["queries"], 10, metric)
     ref_ids_x, ref_d_x = brute_force(g["x"], g["queries"], 10, metric, exclude=reid)
-    assert reid[np.arange(40)[:, None], brute_force(g["x"], g["queries"], 10, metric)[0]].any()  # rule matters
+    assert reid[np.arange(20)[:, None], brute_force(g["x"], g["queries"], 10, metric)[0]].any()  # rule matters
     results = {}
     for name in ("torch", "faiss-flat", "qdrant"):
         index = filled(name, g, tmp_path, metric)
@@ -111,7 +117,7 @@ def test_exact_backends_equal_brute_force_with_and_without_reid_rule(gallery, tm
         np.testing.assert_array_equal(plain.ids, ref_ids)
         np.testing.assert_allclose(ruled.distances, ref_d_x, atol=1e-4)
         np.testing.assert_array_equal(ruled.ids, ref_ids_x)
-        assert not reid[np.arange(40)[:, None], ruled.ids].any()
+        assert not reid[np.arange(20)[:, None], ruled.ids].any()
         np.testing.assert_array_equal(ruled.labels, g["labels"][ruled.ids])
         np.testing.assert_array_equal(ruled.cameras, g["cameras"][ruled.ids])
         assert ruled.paths[0, 0] == f"img/{ruled.ids[0, 0]}.png"
@@ -151,9 +157,9 @@ def test_add_remove_and_counts(gallery, tmp_path, name, qdrant_cleanup):
     g = gallery
     options = IVFPQ_SMALL if name == "faiss-ivfpq" else {}
     index = filled(name, g, tmp_path, **options)
-    assert len(index) == 4000 and index.class_counts() == {c: 10 for c in range(400)}
+    assert len(index) == 2000 and index.class_counts() == {c: 10 for c in range(200)}
     more = index.add(g["x"][:3], [7, 7, 8])
-    np.testing.assert_array_equal(more, [4000, 4001, 4002])
+    np.testing.assert_array_equal(more, [2000, 2001, 2002])
     with pytest.raises(ValueError, match="already"):
         index.add(g["x"][:1], [1], ids=[5])
     assert index.add(g["x"][:1], [9], ids=[10_000])[0] == 10_000
@@ -162,7 +168,7 @@ def test_add_remove_and_counts(gallery, tmp_path, name, qdrant_cleanup):
     left = index.class_counts()[int(g["q_labels"][0])]
     assert index.remove_class(int(g["q_labels"][0])) == left >= 9
     assert index.remove_class(999) == 0
-    assert len(index) == 4000 + 3 + 1 - len(set(first.tolist())) - left
+    assert len(index) == 2000 + 3 + 1 - len(set(first.tolist())) - left
     hits = index.search(g["queries"][:5], 50)
     assert not np.isin(hits.ids, first).any()
     assert not (hits.labels == g["q_labels"][0]).any()
@@ -217,7 +223,7 @@ def test_save_load_round_trip(gallery, tmp_path, name, kind):
     np.testing.assert_allclose(after.distances, before.distances, atol=1e-6)
     assert again.class_counts() == index.class_counts()
     if kind == "image":
-        assert again.add(g["x"][:1], [1])[0] == 4000
+        assert again.add(g["x"][:1], [1])[0] == 2000
     else:
         again.add(g["x"][:10], g["labels"][:10])
         assert again.class_counts()[0] == 20
@@ -266,6 +272,6 @@ def test_bad_input_is_refused_with_a_message(tmp_path):
         open_backend("torch", DIM, kind="centroid").add(np.ones((1, DIM), np.float32), [-1])
     with pytest.raises(ValueError, match="needs both"):
         index.search(np.ones((1, DIM), np.float32), 1, query_labels=[0])
-    with pytest.raises(FileNotFoundError, match="backend.json"):
+    with pytest.raises(FileNotFoundError, match=r"backend\.json"):
         load_backend(tmp_path)
     assert index.search(np.ones((2, DIM), np.float32), 3).ids.tolist() == [[-1] * 3] * 2

@@ -170,9 +170,8 @@ def as_ints(values, n: int, name: str, default: int | None = -1) -> np.ndarray:
         a = a[None]
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"{name} must have {n} entries, got shape {tuple(a.shape)}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not np.all(np.equal(np.mod(a, 1), 0)):
-            raise ValueError(f"{name} must be integers")
+    if a.size and not np.issubdtype(a.dtype, np.integer) and not np.all(np.equal(np.mod(a, 1), 0)):
+        raise ValueError(f"{name} must be integers")
     return a.astype(np.int64)
 
 

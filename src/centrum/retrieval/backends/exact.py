@@ -173,8 +173,9 @@ class TorchCentroidStore:
     def save(self, directory: str | os.PathLike) -> None:
         """Write the wrapped centroid index (``index.npz``) and ``backend.json`` to ``directory``."""
         self.index.save(directory)
-        write_backend_files(directory, {"backend": self.backend, "kind": self.kind, "dim": self.dim,
-                                        "metric": self.metric}, {})
+        write_backend_files(
+            directory, {"backend": self.backend, "kind": self.kind, "dim": self.dim, "metric": self.metric}, {}
+        )
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> TorchCentroidStore:

@@ -233,8 +233,14 @@ class FaissImageIndex:
     def save(self, directory: str | os.PathLike) -> None:
         """Write the faiss structure (serialised), ids and metadata to ``directory`` (IVF-PQ is trained first)."""
         self.engine.train()
-        header = {"backend": self.backend, "kind": self.kind, "dim": self.dim, "metric": self.metric,
-                  "index_kind": self.index_kind, "options": self.engine.options}
+        header = {
+            "backend": self.backend,
+            "kind": self.kind,
+            "dim": self.dim,
+            "metric": self.metric,
+            "index_kind": self.index_kind,
+            "options": self.engine.options,
+        }
         write_backend_files(directory, header, {**self.meta.state(), **self.engine.state()})
 
     @classmethod
@@ -269,7 +275,9 @@ class FaissCentroidStore:
         return int(self.labels.shape[0])
 
     def __repr__(self) -> str:
-        return f"FaissCentroidStore(dim={self.dim}, metric={self.metric!r}, kind={self.index_kind!r}, classes={len(self)})"
+        return (
+            f"FaissCentroidStore(dim={self.dim}, metric={self.metric!r}, kind={self.index_kind!r}, classes={len(self)})"
+        )
 
     def add(self, embeddings, labels) -> None:
         """Enrol N embeddings into their classes' running means (``c += (sum - n c) / (count + n)``)."""
@@ -329,8 +337,14 @@ class FaissCentroidStore:
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the means, counts and labels to ``directory`` (the faiss structure is rebuilt on load)."""
-        header = {"backend": self.backend, "kind": self.kind, "dim": self.dim, "metric": self.metric,
-                  "index_kind": self.index_kind, "options": self.options}
+        header = {
+            "backend": self.backend,
+            "kind": self.kind,
+            "dim": self.dim,
+            "metric": self.metric,
+            "index_kind": self.index_kind,
+            "options": self.options,
+        }
         write_backend_files(directory, header, {"labels": self.labels, "means": self.means, "counts": self.counts})
 
     @classmethod
@@ -342,4 +356,3 @@ class FaissCentroidStore:
         out.means = arrays["means"].astype(np.float64)
         out.counts = arrays["counts"].astype(np.int64)
         return out
-

@@ -108,8 +108,12 @@ class _QdrantCollection:
         offset = None
         while True:
             points, offset = self.client.scroll(
-                self.collection, scroll_filter=scroll_filter, limit=SCROLL_BATCH, offset=offset,
-                with_payload=with_payload, with_vectors=with_vectors,
+                self.collection,
+                scroll_filter=scroll_filter,
+                limit=SCROLL_BATCH,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
             )
             yield from points
             if offset is None:
