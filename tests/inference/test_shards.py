@@ -59,7 +59,7 @@ def test_shards_cover_the_input_once_with_sizes_differing_by_at_most_one(n, coun
 def test_parse_shard_accepts_i_of_n_and_names_a_bad_value():
     assert parse_shard("2/5") == (2, 5)
     for bad in ("5/5", "-1/3", "1", "a/b", "0/0"):
-        with pytest.raises(ValueError, match="I/N|out of range"):
+        with pytest.raises(ValueError, match=r"I/N|out of range"):
             parse_shard(bad)
 
 

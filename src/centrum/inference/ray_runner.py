@@ -29,7 +29,7 @@ def import_ray():
     """The ray module with Ray Data, or a ``ValueError`` saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data  # Ray Data is a separate extra of ray
     except ImportError as exc:
         raise ValueError('the Ray runner needs Ray Data: pip install "ray[data]"') from exc
     return ray

@@ -196,8 +196,9 @@ def write_manifest(inputs: ShardInputs, out_dir: str | os.PathLike, count: int) 
     for i in range(count):
         rows = shard_rows(n, i, count)
         path = shard_path(folder, i, count)
-        shards.append({"index": i, "file": path.name, "start": rows.start, "stop": rows.stop,
-                       "done": shard_done(path, fp, rows)})
+        shards.append(
+            {"index": i, "file": path.name, "start": rows.start, "stop": rows.stop, "done": shard_done(path, fp, rows)}
+        )
     manifest = {
         "format_version": MANIFEST_VERSION,
         "count": count,
@@ -253,7 +254,8 @@ def load_manifest(manifest: str | os.PathLike) -> ShardedEmbeddings:
             arrays = read_shard(file) if file.is_file() else None
         except ValueError:
             arrays = None
-        if arrays is None or str(arrays["fingerprint"]) != fp or arrays["rows"].shape[0] != entry["stop"] - entry["start"]:
+        size = entry["stop"] - entry["start"]
+        if arrays is None or str(arrays["fingerprint"]) != fp or arrays["rows"].shape[0] != size:
             missing.append(entry["file"])
         else:
             parts.append(arrays)
