@@ -81,7 +81,9 @@ def embed_with_ray(
         for i in range(count):
             r = shard_rows(n, i, count)
             shard_of[r.start : r.stop] = i
-        dataset = ray.data.from_items([{"row": int(r), "path": inputs.paths[r]} for r in rows])
+        blocks = max(1, min(rows.size // batch_size, 8 * num_workers))  # whole batches per block, work for all
+        items = [{"row": int(r), "path": inputs.paths[r]} for r in rows]
+        dataset = ray.data.from_items(items, override_num_blocks=blocks)
         embedded = dataset.map_batches(
             EmbedActor,
             fn_constructor_kwargs={"make_embedder": make_embedder, "torch_threads": torch_threads},
