@@ -1,8 +1,9 @@
 """The built-in exact torch backend: :class:`~centrum.retrieval.EmbeddingIndex` and
 :class:`~centrum.retrieval.CentroidIndex` behind the backend interface (by composition, unchanged).
 
-A saved directory holds the wrapped index's own ``index.npz`` (readable by :func:`centrum.retrieval.load_index`)
-plus ``backend.npz`` (ids) and ``backend.json`` (which backend wrote it).
+A saved directory holds the wrapped index's own ``index.npz`` (vectors, labels, cameras: readable by
+:func:`centrum.retrieval.load_index`) plus ``backend.npz`` (ids, paths) and ``backend.json`` (which backend
+wrote it).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class TorchImageIndex:
         n = x.shape[0]
         lab, cams, names = as_ints(labels, n, "labels", None), as_ints(cameras, n, "cameras"), as_paths(paths, n)
         new_ids = self.meta.allocate(ids, n)
-        self.index.add(torch.from_numpy(x), lab, names, cams)
+        # paths stay in self.meta only: EmbeddingIndex rebuilds a path array of all N entries on every search
+        self.index.add(torch.from_numpy(x), lab, None, cams)
         self.meta.append(new_ids, lab, cams, names)
         return new_ids
 
@@ -67,7 +69,7 @@ class TorchImageIndex:
         self.meta.keep(keep)
         self.index = EmbeddingIndex(self.dim, self.metric, backend="torch")
         if len(self.meta):
-            self.index.add(vectors, self.meta.labels, list(self.meta.paths), self.meta.cameras)
+            self.index.add(vectors, self.meta.labels, None, self.meta.cameras)
 
     def remove(self, ids) -> int:
         """Delete the entries with these ids; return how many existed."""
