@@ -45,8 +45,8 @@ ALL_BACKENDS = ("torch", "faiss-flat", "faiss-ivfpq", "faiss-hnsw", "qdrant")
 # largest N run by default, and why not more (2 shared CPU cores; Qdrant local mode is pure Python)
 DEFAULT_MAX = {"torch": 10**6, "faiss-flat": 10**6, "faiss-ivfpq": 10**6, "faiss-hnsw": 10**5, "qdrant": 10**4}
 WHY_NOT = {
-    "faiss-hnsw": "graph build is O(N log N) with ~efConstruction distance evaluations per insert: hours at 1e6 on 2 "
-    "shared cores",
+    "faiss-hnsw": "graph build is O(N log N): 82 s at 1e5 here, so 15+ min at 1e6 on 2 shared cores (run it with "
+    "--max faiss-hnsw=1e6 on a machine of your own)",
     "qdrant": "local mode is pure Python (a sqlite row and a Python payload check per point): use a Qdrant server "
     "beyond ~1e4-1e5 points",
 }
@@ -323,6 +323,8 @@ def main() -> None:
     rows = [] if args.skip_index else index_benchmark(args)
     if args.merge_json:
         earlier = json.loads(pathlib.Path(args.merge_json).read_text())["index"]
+        fresh = {(r["n"], r["kind"], r["backend"]) for r in rows}
+        earlier = [r for r in earlier if (r["n"], r["kind"], r["backend"]) not in fresh]
         rows = sorted(earlier + rows, key=lambda r: (r["kind"], r["n"], ALL_BACKENDS.index(r["backend"])))
     if rows:
         print_table(rows)
