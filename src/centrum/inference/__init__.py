@@ -9,7 +9,9 @@ images, files, folders, a :class:`~centrum.data.SampleList` or a dataset's split
 - :mod:`~centrum.inference.embedder`: :class:`TorchEmbedder`;
 - :mod:`~centrum.inference.embeddings`: embedding loaders, "query then gallery", evaluation of a model;
 - :mod:`~centrum.inference.images`: files and folders to a SampleList with class names;
-- :mod:`~centrum.inference.onnx_runtime`: :class:`OnnxEmbedder`, an exported model on ONNX Runtime (extra ``onnx``).
+- :mod:`~centrum.inference.onnx_runtime`: :class:`OnnxEmbedder`, an exported model on ONNX Runtime (extra ``onnx``);
+- :mod:`~centrum.inference.shards`: a large collection embedded in resumable shards with a manifest;
+- :mod:`~centrum.inference.ray_runner`: the same shards embedded by a pool of Ray actors (extra ``ray``).
 """
 
 from centrum.inference.embedder import TorchEmbedder
