@@ -68,25 +68,17 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor | None = None, metric: st
     """Dissimilarity matrix (smaller = closer) between the rows of ``x`` (N x D) and ``y`` (M x D).
 
     ``metric``: ``"euclidean"``, ``"squared_euclidean"``, ``"cosine"`` (1 - cosine similarity) or
-    ``"dot"`` (negative inner product). Returns an N x M float32 tensor.
+    ``"dot"`` (negative inner product). Returns an N x M float32 tensor (:meth:`Metric.pairwise`).
     """
-    check_metric(metric)
-    if metric == "euclidean":
-        return euclidean(x, y)
-    if metric == "squared_euclidean":
-        return squared_euclidean(x, y)
-    if metric == "cosine":
-        return 1.0 - cosine_similarity(x, y)
-    y = x if y is None else y
-    return -(x.float() @ y.float().T)
+    return Metric(metric).pairwise(x, y)
 
 
 def pairwise_similarity(x: torch.Tensor, y: torch.Tensor | None = None, metric: str = "dot") -> torch.Tensor:
-    """Similarity matrix (larger = closer): the negative of :func:`pairwise_distance`, except
-    ``"cosine"`` returns the cosine itself and ``"dot"`` the inner product."""
+    """Similarity matrix (larger = closer): the cosine itself for ``"cosine"``, the inner product for
+    ``"dot"``, and the negative distance for the Euclidean metrics."""
     check_metric(metric)
-    if metric == "cosine":
-        return cosine_similarity(x, y)
+    if metric in ("cosine", "dot"):
+        return Metric(metric, similarity=True).pairwise(x, y)
     return -pairwise_distance(x, y, metric)
 
 
@@ -131,15 +123,20 @@ class Metric:
         """Embeddings as the metric compares them: float32, L2-normalised for the cosine."""
         return l2_normalize(x) if self.name == "cosine" else x.float()
 
-    def from_gram(self, inner: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor) -> torch.Tensor:
+    def from_gram(
+        self, inner: torch.Tensor, sq_rows: torch.Tensor | None, sq_cols: torch.Tensor | None
+    ) -> torch.Tensor:
         """Values from inner products ``inner`` (of un-prepared points) and the squared norms of both sides
         (broadcast against ``inner``: e.g. N x 1 and 1 x K). The cosine divides by the norms, as
-        :func:`l2_normalize` does (norms below 1e-12 count as 1e-12)."""
+        :func:`l2_normalize` does (norms below 1e-12 count as 1e-12); norms ``None`` mean rows already
+        prepared (unit rows for the cosine; the inner product needs none)."""
         if self.name in ("euclidean", "squared_euclidean"):
             d2 = (sq_rows + sq_cols - 2.0 * inner).clamp_min(0.0)
             return d2.clamp_min(1e-12).sqrt() if self.name == "euclidean" else d2
         if self.name == "cosine":
-            cos = inner / (sq_rows.sqrt().clamp_min(1e-12) * sq_cols.sqrt().clamp_min(1e-12))
+            cos = inner
+            if sq_rows is not None:
+                cos = inner / (sq_rows.sqrt().clamp_min(1e-12) * sq_cols.sqrt().clamp_min(1e-12))
             return cos if self.similarity else 1.0 - cos
         return inner if self.similarity else -inner
 
@@ -153,9 +150,7 @@ class Metric:
                 sq = inner.diagonal()
                 return self.from_gram(inner, sq.unsqueeze(1), sq.unsqueeze(0))
             return self.from_gram(inner, (xp * xp).sum(1, keepdim=True), (yp * yp).sum(1).unsqueeze(0))
-        if self.name == "cosine":  # already normalised
-            return inner if self.similarity else 1.0 - inner
-        return inner if self.similarity else -inner
+        return self.from_gram(inner, None, None)  # cosine: rows already normalised
 
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Values between matching rows of ``x`` and ``y`` (same shape ... x D); the Euclidean square root
@@ -164,10 +159,7 @@ class Metric:
         if self.name in ("euclidean", "squared_euclidean"):
             d2 = ((xp - yp) ** 2).sum(-1)
             return d2.clamp_min(1e-12).sqrt() if self.name == "euclidean" else d2
-        inner = (xp * yp).sum(-1)
-        if self.name == "cosine":
-            return inner if self.similarity else 1.0 - inner
-        return inner if self.similarity else -inner
+        return self.from_gram((xp * yp).sum(-1), None, None)  # cosine: rows already normalised
 
     def product_distances(
         self, queries: torch.Tensor, gallery: torch.Tensor, gallery_sq: torch.Tensor | None = None
