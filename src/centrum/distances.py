@@ -131,14 +131,26 @@ class Metric:
         :func:`l2_normalize` does (norms below 1e-12 count as 1e-12); norms ``None`` mean rows already
         prepared (unit rows for the cosine; the inner product needs none)."""
         if self.name in ("euclidean", "squared_euclidean"):
-            d2 = (sq_rows + sq_cols - 2.0 * inner).clamp_min(0.0)
-            return d2.clamp_min(1e-12).sqrt() if self.name == "euclidean" else d2
+            d2 = torch.add(sq_rows + sq_cols, inner, alpha=-2.0)
+            # max(max(d2, 0), 1e-12) = max(d2, 1e-12), in value and in gradient
+            return d2.clamp_min(1e-12).sqrt() if self.name == "euclidean" else d2.clamp_min(0.0)
         if self.name == "cosine":
             cos = inner
             if sq_rows is not None:
                 cos = inner / (sq_rows.sqrt().clamp_min(1e-12) * sq_cols.sqrt().clamp_min(1e-12))
             return cos if self.similarity else 1.0 - cos
         return inner if self.similarity else -inner
+
+    def ranking_keys(self, inner: torch.Tensor, sq_cols: torch.Tensor) -> torch.Tensor:
+        """Keys that order each row's columns from closest (smallest key) to farthest, whatever the direction,
+        from inner products and the columns' squared norms: the values with every term that is constant
+        along a row left out (``|y|^2 - 2 x.y`` for the Euclidean metrics, ``-x.y / |y|`` for the cosine,
+        ``-x.y`` for the inner product). For mining within a row only; one or two operations."""
+        if self.name in ("euclidean", "squared_euclidean"):
+            return torch.add(sq_cols, inner, alpha=-2.0)
+        if self.name == "cosine":
+            return inner / sq_cols.sqrt().clamp_min(1e-12).neg()
+        return inner.neg()
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """N x M values between the rows of ``x`` (N x D) and ``y`` (M x D, default ``x``)."""

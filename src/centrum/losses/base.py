@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,20 +29,28 @@ def check_pair_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[to
 class ReportsStats:
     """Mixin: per-call statistics in :attr:`last_stats`, the same way for every loss.
 
-    A loss records tensors (no device sync in the training step); reading :attr:`last_stats` turns them into
-    plain floats. Empty before the first call.
+    A loss records tensors, or a function that computes them, and reading :attr:`last_stats` turns them into
+    plain floats: the training step pays for statistics (and their device syncs) only when it reads them.
+    Empty before the first call.
     """
 
-    _pending_stats: dict[str, Any]
+    _pending_stats: dict[str, Any] | Callable[[], dict[str, Any]]
 
     def record_stats(self, **values: Any) -> None:
         """Replace the statistics of the last call (tensors or numbers)."""
         self._pending_stats = values
 
+    def record_stats_lazily(self, compute: Callable[[], dict[str, Any]]) -> None:
+        """Replace the statistics of the last call by ``compute()``, run (without gradient) when read."""
+        self._pending_stats = compute
+
     @property
     def last_stats(self) -> dict[str, float]:
         """The statistics of the last call, as ``{name: float}``."""
         stats = getattr(self, "_pending_stats", {})
+        if callable(stats):
+            with torch.no_grad():
+                stats = self._pending_stats = stats()
         return {name: float(value) for name, value in stats.items()}
 
 

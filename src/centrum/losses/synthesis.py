@@ -20,6 +20,7 @@ from torch import nn
 from centrum.distances import l2_normalize
 from centrum.losses._masks import Negatives, class_index, first_pairs, ordered_positive_pairs
 from centrum.losses.base import PairLoss, ReportsStats, check_pair_batch
+from centrum.losses.mining import topk_hardest
 
 __all__ = ["SymmetricalSynthesis", "symmetric_reflection", "synthesize_pairs"]
 
@@ -54,52 +55,76 @@ def synthesize_pairs(
     return symmetric_reflection(x[source], x[axis], alpha, beta), source, axis
 
 
-class _GramBank:
-    """The candidates of Symm, originals then synthetics, each as ``c1[b] x[i1[b]] + c2[b] x[i2[b]]``, and
-    their inner products and squared norms read off the Gram matrix.
+class _Layout:
+    """What Symm needs of a label vector, computed once per distinct batch labelling (the P x M sampler repeats
+    its layout, so a one-entry cache saves a dozen small operations per step): the ordered same-class pairs
+    ``(source, axis)`` (synthetic point s is ``x[source[s]]`` reflected about ``x[axis[s]]``), the class of each
+    candidate (originals then synthetics), and which candidates share each sample's class."""
 
-    With ``detach`` the synthetic points carry no gradient: their coefficients come from the detached Gram,
-    and an inner product of an original with a synthetic point takes its gradient through the original only
-    (``R = x sg(x)^T``, one more N x N product, in that mode only).
+    def __init__(self, labels: torch.Tensor) -> None:
+        N = labels.shape[0]
+        self.N = N
+        self.source, self.axis = ordered_positive_pairs(labels)
+        self.pair_flat = self.source * N + self.axis  # flat index of G[source, axis]
+        bank_labels = torch.cat([labels, labels.index_select(0, self.source)])
+        self.same = labels.unsqueeze(1) == bank_labels.unsqueeze(0)  # N x K
+        self.size = bank_labels.shape[0]
+        self._classes: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._labels = labels
+
+    def classes(self) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """``(inverse, C, bank_classes)``: each sample's class position, the class count, each candidate's."""
+        if self._classes is None:
+            _, inverse, counts = class_index(self._labels)
+            self._classes = inverse, counts.shape[0], torch.cat([inverse, inverse.index_select(0, self.source)])
+        return self._classes
+
+
+class _GramBank:
+    """The candidates of Symm, originals then synthetics, read off the Gram matrix: their squared norms, the
+    inner products of every sample with every candidate, and (for the per-pair mode) of any two candidates.
+
+    Candidate ``b`` is ``c1[b] x[i1[b]] + c2[b] x[i2[b]]``. With ``detach`` the synthetic points carry no
+    gradient: their coefficients come from the detached Gram, and an inner product of an original with a
+    synthetic point takes its gradient through the original only (``R = x sg(x)^T``, one more N x N product,
+    in that mode only).
     """
 
-    def __init__(self, x: torch.Tensor, G: torch.Tensor, labels: torch.Tensor, alpha: float, beta: float, detach: bool):
-        N = x.shape[0]
-        self.N, self.G, self.detach = N, G, detach
-        self.source, self.axis = ordered_positive_pairs(labels)
+    def __init__(self, x: torch.Tensor, G: torch.Tensor, layout: _Layout, alpha: float, beta: float, detach: bool):
+        self.N, self.G, self.detach, self.layout = layout.N, G, detach, layout
         Gc = G.detach() if detach else G  # for the synthetic points' coefficients and norms
-        sq = G.diagonal()
         sq_c = Gc.diagonal()
-        g_kl = Gc[self.source, self.axis]
-        g_kk, g_ll = sq_c.index_select(0, self.source), sq_c.index_select(0, self.axis)
-        c1 = beta * (1.0 - alpha)
-        c2 = (beta * alpha) * g_kl / g_ll.clamp_min(_AXIS_EPS)
-        self.synth_sq = (c1 * c1) * g_kk + (2.0 * c1) * c2 * g_kl + c2 * c2 * g_ll
-        self.sq = torch.cat([sq, self.synth_sq])  # K squared norms
+        g_kl = Gc.reshape(-1).index_select(0, layout.pair_flat)
+        g_kk, g_ll = sq_c.index_select(0, layout.source), sq_c.index_select(0, layout.axis)
+        self.a1 = beta * (1.0 - alpha)
+        self.a2 = g_kl / g_ll.clamp_min(_AXIS_EPS) * (beta * alpha)
+        # |a1 x_k + a2 x_l|^2 = a1^2 g_kk + a2 (2 a1 g_kl + a2 g_ll)
+        synth_sq = torch.add(g_ll * self.a2, g_kl, alpha=2.0 * self.a1).mul_(self.a2)
+        synth_sq = synth_sq.add_(g_kk, alpha=self.a1 * self.a1) if self.a1 != 0.0 else synth_sq
+        self.sq = torch.cat([G.diagonal(), synth_sq])  # K squared norms
         self.R = x @ x.detach().T if detach else G  # row-side gradient only, in detach mode
-        ones = torch.ones(N, dtype=G.dtype, device=G.device)
-        arange = torch.arange(N, device=G.device)
-        self.i1 = torch.cat([arange, self.source])
-        self.i2 = torch.cat([arange, self.axis])
-        self.c1 = torch.cat([ones, torch.full_like(c2, c1)])
-        self.c2 = torch.cat([torch.zeros_like(ones), c2])
 
     @property
     def size(self) -> int:
-        return self.i1.shape[0]
+        return self.layout.size
 
     def sample_inner(self) -> torch.Tensor:
         """N x K inner products of every batch sample with every candidate."""
-        R, c1 = self.R, self.c1[self.N :]
-        synth = c1 * R.index_select(1, self.source) + self.c2[self.N :] * R.index_select(1, self.axis)
+        R, lay = self.R, self.layout
+        synth = torch.addcmul(R.index_select(1, lay.source) * self.a1, R.index_select(1, lay.axis), self.a2)
         return torch.cat([self.G, synth], dim=1)
 
     def inner(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Inner products of candidates ``u`` and ``v`` (index tensors of one broadcast shape)."""
-        i1u, i2u, c1u, c2u = self.i1[u], self.i2[u], self.c1[u], self.c2[u]
-        i1v, i2v, c1v, c2v = self.i1[v], self.i2[v], self.c1[v], self.c2[v]
+        N, lay = self.N, self.layout
+        arange = torch.arange(N, device=u.device)
+        i1, i2 = torch.cat([arange, lay.source]), torch.cat([arange, lay.axis])
+        ones = torch.ones(N, dtype=self.a2.dtype, device=u.device)
+        c1, c2 = torch.cat([ones, torch.full_like(self.a2, self.a1)]), torch.cat([torch.zeros_like(ones), self.a2])
+        i1u, i2u, c1u, c2u = i1[u], i2[u], c1[u], c2[u]
+        i1v, i2v, c1v, c2v = i1[v], i2[v], c1[v], c2[v]
         if self.detach and torch.is_grad_enabled():
-            u_orig, v_orig = u < self.N, v < self.N
+            u_orig, v_orig = u < N, v < N
             G, R, Gd = self.G, self.R, self.G.detach()
 
             def gram(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -183,8 +208,8 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The base loss of the batch with Symm's negatives; a scalar tensor."""
         e, lab = check_pair_batch(embeddings, labels)
-        _, inverse, counts = class_index(lab)
-        if int(counts.max()) < 2:
+        layout = self._layout_for(lab)
+        if layout.source.numel() == 0:
             raise ValueError(
                 f"no class in labels has two samples (all {lab.shape[0]} labels are distinct); Symmetrical "
                 "Synthesis needs same-class pairs: sample batches as P classes x M >= 2 samples"
@@ -193,42 +218,53 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         G = x @ x.T
         if self.variant == "official":
             return self._official(x, G, lab)
-        return self._paper(x, G, lab, inverse, counts.shape[0])
+        return self._paper(x, G, lab, layout)
 
-    def _paper(self, x: torch.Tensor, G: torch.Tensor, lab: torch.Tensor, inverse: torch.Tensor, C: int):
+    def _layout_for(self, labels: torch.Tensor) -> _Layout:
+        """The cached :class:`_Layout` of ``labels`` (recomputed when the labelling changes)."""
+        key = (labels.device, labels.shape[0], labels.cpu().numpy().tobytes())
+        if getattr(self, "_layout_key", None) != key:
+            self._layout_key, self._layout = key, _Layout(labels)
+        return self._layout
+
+    def _paper(self, x: torch.Tensor, G: torch.Tensor, lab: torch.Tensor, layout: _Layout) -> torch.Tensor:
         base, metric, k, N = self.base_loss, self.base_loss.metric, self.top_k, x.shape[0]
-        bank = _GramBank(x, G, lab, self.alpha, self.beta, self.detach)
-        bank_cls = torch.cat([inverse, inverse.index_select(0, bank.source)])
-        inner = bank.sample_inner()  # N x K
-        sq = bank.sq[:N]
+        bank = _GramBank(x, G, layout, self.alpha, self.beta, self.detach)
+        inner = bank.sample_inner()  # N x K, with gradient
+        sq = bank.sq[:N].unsqueeze(1)
+        mat = metric.from_gram(G, sq, sq.T)
         if self.candidates == "anchor":
-            full = metric.from_gram(inner, sq.unsqueeze(1), bank.sq.unsqueeze(0))  # anchors x candidates
-            mat = full[:, :N]
-            neg_mask = inverse.unsqueeze(1) != bank_cls.unsqueeze(0)
-            if k == 1 and base.uses_nearest_negative_only:
-                values, index, valid = metric.nearest(full, neg_mask)
-                values, index, valid = values.unsqueeze(1), index.unsqueeze(1), valid.unsqueeze(1)
-            else:
-                values, index, valid = metric.closest(full, neg_mask, k, groups=bank_cls, num_groups=C)
-                values, index, valid = values.flatten(1), index.flatten(1), valid.flatten(1)
+            # mine on keys that order each row like the metric (no gradient), then score the chosen candidates
+            with torch.no_grad():
+                keys = metric.ranking_keys(inner.detach(), bank.sq.detach().unsqueeze(0))
+                keys.masked_fill_(layout.same, float("inf"))
+                if k == 1 and base.uses_nearest_negative_only:  # the hardest of all other-class candidates
+                    best, index = keys.min(1, keepdim=True)
+                    valid = best < float("inf")
+                else:
+                    _, C, bank_classes = layout.classes()
+                    _, index, valid = topk_hardest(keys, ~layout.same, k, groups=bank_classes, num_groups=C)
+                    index, valid = index.flatten(1), valid.flatten(1)
+            values = metric.from_gram(inner.gather(1, index), sq, bank.sq[index])
             synthetic = index >= N
         else:
-            mat = metric.from_gram(G, sq.unsqueeze(1), sq.unsqueeze(0))
-            values, index, valid, synthetic = self._pair_candidates(bank, bank_cls, inverse, C)
+            values, index, valid, synthetic = self._pair_candidates(bank, layout)
         negatives = Negatives(values, valid, index, inner, synthetic)
         loss = base.loss_from_negatives(x, mat, lab, negatives)
-        with torch.no_grad():
-            chosen = valid & base.anchor_rows(lab).unsqueeze(1)
-            n_chosen, n_synth = chosen.sum(), (synthetic & chosen).sum()
-        self._record(n_synth, n_chosen, bank.size - N, bank.size)
+        anchor_rows = base.anchor_rows
+        self.record_stats_lazily(
+            lambda: self._statistics(valid & anchor_rows(lab).unsqueeze(1), synthetic, bank.size - N, bank.size)
+        )
         return loss
 
-    def _pair_candidates(self, bank: _GramBank, bank_cls: torch.Tensor, inverse: torch.Tensor, C: int):
+    def _pair_candidates(self, bank: _GramBank, layout: _Layout):
         """Per anchor and other class j: the ``top_k`` hardest cross pairs (u of the anchor's class, v of class
         j), mined on the candidates' values without gradient and recomputed with it for the chosen pairs."""
         metric, k, K = self.base_loss.metric, self.top_k, bank.size
+        inverse, C, bank_cls = layout.classes()
         with torch.no_grad():
             every = torch.arange(K, device=bank_cls.device)
+            # values (not row-relative keys): the second stage compares pairs across points u
             pair_values = metric.from_gram(
                 bank.inner(every.unsqueeze(1), every.unsqueeze(0)), bank.sq.unsqueeze(1), bank.sq.unsqueeze(0)
             )
@@ -282,18 +318,20 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
             combos = base.official_combinations
             involves_synth = torch.tensor([i >= 2 or j >= 2 for i, j in combos], device=x.device)
             off_diag = ~torch.eye(n, dtype=torch.bool, device=x.device)
-            n_chosen, n_synth = off_diag.sum(), (involves_synth[which] & off_diag).sum()
-        self._record(n_synth, n_chosen, 2 * n, 4 * n)
+            synthetic = involves_synth[which]
+        self.record_stats_lazily(lambda: self._statistics(off_diag, synthetic, 2 * n, 4 * n))
         return loss
 
-    def _record(self, n_synth, n_chosen, n_synthetic_points: int, n_candidates: int) -> None:
-        self.record_stats(
-            synthetic_ratio=n_synth / n_chosen.clamp_min(1),
-            num_chosen_negatives=n_chosen,
-            num_synthetic_negatives=n_synth,
-            num_synthetic_points=n_synthetic_points,
-            num_candidates=n_candidates,
-        )
+    @staticmethod
+    def _statistics(chosen: torch.Tensor, synthetic: torch.Tensor, n_synthetic_points: int, n_candidates: int):
+        n_chosen, n_synth = chosen.sum(), (synthetic & chosen).sum()
+        return {
+            "synthetic_ratio": n_synth / n_chosen.clamp_min(1),
+            "num_chosen_negatives": n_chosen,
+            "num_synthetic_negatives": n_synth,
+            "num_synthetic_points": n_synthetic_points,
+            "num_candidates": n_candidates,
+        }
 
     def extra_repr(self) -> str:
         return (
