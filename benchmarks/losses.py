@@ -3,12 +3,13 @@ matrix (ours), and with the old materialised Symm (every synthetic point built, 
 whole bank: ``tests/losses/symm_materialised.py``), side by side as ratios to the base loss; and the
 vectorised official Centroid Triplet Loss against a per-rotation loop of the same computation.
 
-Run: ``python benchmarks/losses.py [--repeats 40] [--device cpu|cuda] [--no-ctl]``. Batches: 64 classes x 2
-(the Symm protocol) and 16 x 4 (the CTL re-id protocol), each at D = 512 and D = 2048. Time: the median of
+Run: ``python benchmarks/losses.py [--repeats 40] [--device cpu|cuda] [--no-ctl] [--ops] [--memory]``.
+Batches: 64 classes x 2 (the Symm protocol) and 16 x 4 (the CTL re-id protocol), each at D = 512 and D = 2048. Time: the median of
 ``--repeats`` runs of ``loss(x, y).backward()``, base / new / old interleaved in a rotating order so that
 background load hits all three alike. Both Symm candidate modes: per anchor (``anchor``) and per pair of
 classes (``pair``). Memory (``--memory``): on CUDA the peak allocated during one call; on CPU the bytes
-autograd saves for the backward pass.
+autograd saves for the backward pass. Operations (``--ops``): the ATen operations one forward+backward
+dispatches, views included, which bound an eager loss's time on small batches whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from centrum.losses import (
     AngularLoss,
@@ -33,7 +35,7 @@ from centrum.losses import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "losses"))
-from symm_materialised import MaterialisedSymm  # noqa: E402  (the test reference, the "old" column)
+from symm_materialised import MaterialisedSymm  # the test reference, the "old" column
 
 BASES = {
     "triplet-hard": lambda: TripletMarginLoss(mining="hard"),
@@ -91,6 +93,26 @@ def memory(loss, x: torch.Tensor, y: torch.Tensor, device: str) -> float:
     return saved / 2**20
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen operations dispatched (views included): a load-independent measure of eager work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def op_count(loss, x: torch.Tensor, y: torch.Tensor, device: str) -> int:
+    """ATen operations in one forward+backward."""
+    x.grad = None
+    with _OpCounter() as counter:
+        loss(x, y).backward()
+    return counter.count
+
+
 def ctl_per_rotation_loop(x: torch.Tensor, y: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
     """The official CTL computed as the authors do: a Python loop over rotations, each building its queries
     and leave-one-out centroids and running batch-hard mining (balanced, contiguous P x M batch)."""
@@ -117,6 +139,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory", action="store_true", help="also print the memory columns")
+    parser.add_argument("--ops", action="store_true", help="also print ATen operations per forward+backward")
     parser.add_argument("--no-ctl", action="store_true", help="skip the CTL section")
     parser.add_argument("--losses", default=",".join(BASES), help="comma-separated subset of " + ",".join(BASES))
     args = parser.parse_args()
@@ -127,6 +150,7 @@ def main() -> None:
     print("ms = median forward+backward; new = Symm from the Gram matrix, old = materialised Symm; x = / base")
     head = f"{'loss':<14}{'mode':<8}{'base ms':>9}{'new ms':>9}{'old ms':>9}{'new x':>8}{'old x':>8}{'old/new':>9}"
     mem_head = f"{'base MiB':>10}{'new MiB':>10}{'old MiB':>10}" if args.memory else ""
+    mem_head += f"{'base ops':>10}{'new ops':>9}{'old ops':>9}" if args.ops else ""
     for P, M, D in CONFIGS:
         N = P * M
         x = torch.randn(N, D, device=dev, requires_grad=True)
@@ -145,6 +169,8 @@ def main() -> None:
                 )
                 if args.memory:
                     line += "".join(f"{memory(f, x, y, dev):>10.2f}" for f in (base, new, old))
+                if args.ops:
+                    line += "".join(f"{op_count(f, x, y, dev):>{w}d}" for f, w in ((base, 10), (new, 9), (old, 9)))
                 print(line, flush=True)
         if args.no_ctl:
             continue
