@@ -4,7 +4,8 @@ whole bank: ``tests/losses/symm_materialised.py``), side by side as ratios to th
 vectorised official Centroid Triplet Loss against a per-rotation loop of the same computation.
 
 Run: ``python benchmarks/losses.py [--repeats 40] [--device cpu|cuda] [--no-ctl] [--ops] [--memory]``.
-Batches: 64 classes x 2 (the Symm protocol) and 16 x 4 (the CTL re-id protocol), each at D = 512 and D = 2048. Time: the median of
+Batches: 64 classes x 2 (the Symm protocol) and 16 x 4 (the CTL re-id protocol), each at D = 512 and D = 2048.
+Time: the median of
 ``--repeats`` runs of ``loss(x, y).backward()``, base / new / old interleaved in a rotating order so that
 background load hits all three alike. Both Symm candidate modes: per anchor (``anchor``) and per pair of
 classes (``pair``). Memory (``--memory``): on CUDA the peak allocated during one call; on CPU the bytes
