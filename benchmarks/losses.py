@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory", action="store_true", help="also print the memory columns")
     parser.add_argument("--ops", action="store_true", help="also print ATen operations per forward+backward")
+    parser.add_argument("--ops-only", action="store_true", help="print only the operation counts (no timing)")
     parser.add_argument("--no-ctl", action="store_true", help="skip the CTL section")
     parser.add_argument("--losses", default=",".join(BASES), help="comma-separated subset of " + ",".join(BASES))
     args = parser.parse_args()
@@ -163,6 +164,11 @@ def main() -> None:
             for mode in ("anchor", "pair"):
                 new = SymmetricalSynthesis(BASES[name](), candidates=mode)
                 old = MaterialisedSymm(BASES[name](), candidates=mode)
+                if args.ops_only:
+                    counts = [op_count(f, x, y, dev) for f in (base, new, old)]
+                    print(f"{name:<14}{mode:<8}ops base {counts[0]:>4}  new {counts[1]:>4}  old {counts[2]:>4}  "
+                          f"new/base {counts[1] / counts[0]:.2f}  old/base {counts[2] / counts[0]:.2f}")  # fmt: skip
+                    continue
                 t_base, t_new, t_old = interleaved([base, new, old], x, y, dev, args.repeats)
                 line = (
                     f"{name:<14}{mode:<8}{t_base * 1e3:>9.3f}{t_new * 1e3:>9.3f}{t_old * 1e3:>9.3f}"
@@ -173,7 +179,7 @@ def main() -> None:
                 if args.ops:
                     line += "".join(f"{op_count(f, x, y, dev):>{w}d}" for f, w in ((base, 10), (new, 9), (old, 9)))
                 print(line, flush=True)
-        if args.no_ctl:
+        if args.no_ctl or args.ops_only:
             continue
         ctl = CentroidTripletLoss(variant="official")
         check = (ctl(x, y) - ctl_per_rotation_loop(x, y)).abs().item()
