@@ -23,7 +23,11 @@ from centrum.losses import (
 
 
 class CapturingTriplet(TripletMarginLoss):
-    """Records what Symm hands to the base loss."""
+    """Records what Symm hands to the base loss. It opts out of the batch-hard shortcut (which hands over only
+    each anchor's overall hardest negative), so that the per-class choices can be checked; the shortcut is
+    checked against this general path in test_symm_gram.py."""
+
+    uses_nearest_negative_only = False
 
     def loss_from_negatives(self, x, mat, labels, negatives):
         self.seen = (x, mat, negatives)

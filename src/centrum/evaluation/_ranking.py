@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from centrum.distances import check_metric, l2_normalize
+from centrum.distances import Metric, check_metric
 
 INT64_MAX = torch.iinfo(torch.int64).max
 # bits left for the row and the column in a 63-bit (row, distance, column) key of relevant_ranks
@@ -226,36 +226,29 @@ class PreparedGallery:
 
     def __init__(self, gallery: torch.Tensor, metric: str) -> None:
         self.metric = check_metric(metric)
-        self.vectors = l2_normalize(gallery) if metric == "cosine" else gallery.float()
+        self._metric = Metric(metric)
+        self.vectors = self._metric.prepare(gallery)
         self.sq_norms = (self.vectors * self.vectors).sum(1) if "euclidean" in metric else None
 
     def prepare_queries(self, queries: torch.Tensor) -> torch.Tensor:
         """Queries in the same space as the gallery (L2-normalised for the cosine metric)."""
-        return l2_normalize(queries) if self.metric == "cosine" else queries.float()
+        return self._metric.prepare(queries)
 
     def distances(self, queries: torch.Tensor) -> torch.Tensor:
         """Distances (smaller = closer) of prepared queries to every gallery row, as in centrum.distances.
 
-        Computed in place on the one B x G product, so that a chunk costs one matrix and no temporaries.
+        Computed in place on the one B x G product (:meth:`centrum.distances.Metric.product_distances`), so
+        that a chunk costs one matrix and no temporaries.
         """
-        if self.sq_norms is None:
-            dots = queries @ self.vectors.T
-            return dots.neg_().add_(1.0) if self.metric == "cosine" else dots.neg_()
-        # (|q|^2 + |g|^2) - 2 q.g in this order, as centrum.distances and the widely copied re-id code
-        d2 = (queries * queries).sum(1, keepdim=True) + self.sq_norms[None, :]
-        d2.addmm_(queries, self.vectors.T, alpha=-2.0).clamp_min_(0.0)
-        return d2 if self.metric == "squared_euclidean" else d2.clamp_min_(1e-12).sqrt_()
+        return self._metric.product_distances(queries, self.vectors, self.sq_norms)
 
     def rowwise_distances(self, queries: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
         """Distance of each prepared query to the matching row of ``others`` (raw, prepared here)."""
-        others = l2_normalize(others) if self.metric == "cosine" else others.float()
+        others = self._metric.prepare(others)
         dots = (queries * others).sum(1)
-        if self.metric == "cosine":
-            return 1.0 - dots
-        if self.metric == "dot":
-            return -dots
-        d2 = ((queries * queries).sum(1) + (others * others).sum(1) - 2.0 * dots).clamp_min(0.0)
-        return d2 if self.metric == "squared_euclidean" else d2.clamp_min(1e-12).sqrt()
+        if self.sq_norms is None:  # cosine (rows already unit) or inner product: no norms needed
+            return self._metric.from_gram(dots, None, None)
+        return self._metric.from_gram(dots, (queries * queries).sum(1), (others * others).sum(1))
 
 
 class DistanceBlocks:

@@ -65,9 +65,15 @@ def semihard_negative(
 
 
 def topk_hardest(
-    dist: torch.Tensor, mask: torch.Tensor, k: int, groups: torch.Tensor | None = None, num_groups: int | None = None
+    dist: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    groups: torch.Tensor | None = None,
+    num_groups: int | None = None,
+    largest: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``k`` smallest distances per row, or per row and per group of columns.
+    """The ``k`` smallest distances per row, or per row and per group of columns (the ``k`` largest values
+    with ``largest=True``, for similarities).
 
     ``dist``: R x K distances; ``mask``: R x K entries that may be chosen. Without ``groups`` returns
     ``(values, index, valid)`` of shape R x k. With ``groups`` (K integers in ``[0, num_groups)``, the group
@@ -77,12 +83,13 @@ def topk_hardest(
     R x G x m tensor, no loop over groups.
     """
     _check_same_shape(dist, mask)
+    fill = float("-inf") if largest else float("inf")
     if k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
     if groups is None:
         kk = min(k, dist.shape[-1])
-        masked = dist.detach().masked_fill(~mask, float("inf"))
-        top, index = masked.topk(kk, dim=-1, largest=False)
+        masked = dist.detach().masked_fill(~mask, fill)
+        top, index = masked.topk(kk, dim=-1, largest=largest)
         valid = torch.isfinite(top)
         if kk < k:
             pad = k - kk
@@ -100,7 +107,7 @@ def topk_hardest(
     slot = torch.empty_like(groups)
     slot[order] = torch.arange(groups.shape[0], device=groups.device) - starts[groups[order]]
     m = int(counts.max())
-    masked = dist.detach().masked_fill(~mask, float("inf"))
+    masked = dist.detach().masked_fill(~mask, fill)
     if m * G == groups.shape[0]:
         # equal group sizes (balanced P x M batches): a column permutation and a view, no scatter
         column_at = order.view(G, m)
@@ -108,10 +115,10 @@ def topk_hardest(
     else:
         column_at = torch.zeros(G, m, dtype=torch.long, device=dist.device)
         column_at[groups, slot] = torch.arange(groups.shape[0], device=dist.device)
-        padded = dist.new_full((dist.shape[0], G, m), float("inf"))
+        padded = dist.new_full((dist.shape[0], G, m), fill)
         padded[:, groups, slot] = masked
     kk = min(k, m)
-    top, pos = padded.topk(kk, dim=-1, largest=False)  # R x G x kk
+    top, pos = padded.topk(kk, dim=-1, largest=largest)  # R x G x kk
     valid = torch.isfinite(top)
     index = column_at.unsqueeze(0).expand(dist.shape[0], -1, -1).gather(-1, pos)
     if kk < k:

@@ -6,16 +6,14 @@ from typing import Any
 
 from torch import nn
 
-from centrum.losses.centroid import CentroidTripletLoss
-from centrum.losses.pair_losses import (
-    AngularLoss,
-    ContrastiveLoss,
-    LiftedStructureLoss,
-    NPairLoss,
-    PairLoss,
-    TripletMarginLoss,
-)
-from centrum.losses.symm import SymmetricalSynthesis
+from centrum.losses.angular import AngularLoss
+from centrum.losses.base import PairLoss
+from centrum.losses.centroid_triplet import CentroidTripletLoss
+from centrum.losses.contrastive import ContrastiveLoss
+from centrum.losses.lifted import LiftedStructureLoss
+from centrum.losses.npair import NPairLoss
+from centrum.losses.synthesis import SymmetricalSynthesis
+from centrum.losses.triplet import TripletMarginLoss
 
 __all__ = ["LOSSES", "build_loss"]
 

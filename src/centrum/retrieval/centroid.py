@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from centrum.distances import check_metric, l2_normalize
+from centrum.distances import Metric, check_metric
 from centrum.retrieval._storage import check_dimension, check_rows, load_arrays, save_arrays
 from centrum.retrieval.index import SearchResult, check_k, exact_search, prepare_vectors
 from centrum.validation import check_embeddings_labels
@@ -130,7 +130,7 @@ class CentroidIndex:
             raise ValueError(f"queries are {q.shape[1]}-d but the index holds {self.dim}-d centroids")
         if self._search_cache is None:
             active = self._centroids[: self._size]
-            self._search_cache = l2_normalize(active) if self.metric == "cosine" else active.contiguous()
+            self._search_cache = Metric(self.metric).prepare(active).contiguous()
         kk = min(k, self._size)
         dist, idx = exact_search(prepare_vectors(q, self.metric), [self._search_cache], kk, self.metric)
         dist, idx = dist.numpy(), idx.numpy()

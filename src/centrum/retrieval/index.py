@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from centrum.distances import check_metric, l2_normalize
+from centrum.distances import Metric, check_metric
 from centrum.retrieval._storage import check_dimension, check_rows, load_arrays, save_arrays
 from centrum.validation import as_tensor, check_embeddings, check_labels
 
@@ -44,8 +44,7 @@ class SearchResult:
 
 def prepare_vectors(x: torch.Tensor, metric: str) -> torch.Tensor:
     """Vectors as stored and searched: float32 on CPU, L2-normalised for the cosine metric."""
-    x = x.detach().float().cpu()
-    return l2_normalize(x) if metric == "cosine" else x.contiguous()
+    return Metric(metric).prepare(x.detach().float().cpu()).contiguous()
 
 
 def exact_search(
@@ -56,21 +55,16 @@ def exact_search(
     Blocks of queries against one segment at a time, keeping a running top-k: memory is bounded by
     the block size, whatever the number of stored vectors.
     """
+    measure = Metric(metric)
     step = max(1, SEARCH_BLOCK // max(max((s.shape[0] for s in segments), default=1), 1))
     out_d, out_i = [], []
     for start in range(0, queries.shape[0], step):
         q = queries[start : start + step]
-        q_sq = (q * q).sum(1, keepdim=True) if "euclidean" in metric else None
         best_d = torch.empty(q.shape[0], 0)
         best_i = torch.empty(q.shape[0], 0, dtype=torch.long)
         offset = 0
         for seg in segments:
-            dots = q @ seg.T
-            if metric in ("cosine", "dot"):
-                dist = (1.0 - dots) if metric == "cosine" else -dots
-            else:
-                d2 = (q_sq + (seg * seg).sum(1)[None, :] - 2.0 * dots).clamp_min(0.0)
-                dist = d2 if metric == "squared_euclidean" else d2.clamp_min(1e-12).sqrt()
+            dist = measure.product_distances(q, seg)
             kk = min(k, seg.shape[0])
             d, i = torch.topk(dist, kk, dim=1, largest=False, sorted=False)
             best_d = torch.cat([best_d, d], 1)

@@ -14,10 +14,16 @@ from centrum.losses import (
     CenterLoss,
     CentroidTripletLoss,
     CrossEntropyLabelSmooth,
-    SymmetricalSynthesis,
     TripletMarginLoss,
     build_loss,
 )
+
+
+def loss_statistics(loss: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A loss's ``last_stats`` (every centrum loss reports its per-call statistics there) as loggable
+    0-d tensors named ``prefix + name``; nothing for a module without statistics."""
+    stats = getattr(loss, "last_stats", None) or {}
+    return {f"{prefix}{name}": torch.tensor(float(value)) for name, value in stats.items()}
 
 
 class CTLObjective(nn.Module):
@@ -69,6 +75,10 @@ class CTLObjective(nn.Module):
             terms["centroid_triplet"] = self.centroid_triplet(raw, labels)
             total = total + self.centroid_weight * terms["centroid_triplet"]
         terms["loss"] = total
+        for name in list(terms):  # every term's statistics, the same way whatever the loss
+            module = getattr(self, name, None)
+            if module is not None:
+                terms.update(loss_statistics(module, prefix=f"{name}/"))
         return terms
 
 
@@ -76,8 +86,9 @@ class MetricObjective(nn.Module):
     """The metric-learning recipe's objective (methods.md 2.4): one pair-based loss on the embedding,
     optionally wrapped by :class:`~centrum.losses.SymmetricalSynthesis`.
 
-    With Symm, the share of chosen negatives that were synthetic is returned as ``"synthetic_ratio"``
-    (a plain number, not a loss term) so that it can be logged over training.
+    The loss's per-call statistics (``last_stats``: with Symm, ``"synthetic_ratio"``, the share of chosen
+    negatives that were synthetic, and counts) are returned beside ``"loss"`` as plain numbers, not loss terms,
+    so that they can be logged over training.
     """
 
     def __init__(
@@ -91,8 +102,7 @@ class MetricObjective(nn.Module):
         self.loss = build_loss(loss, symm=symm, symm_options=symm_options, **(loss_options or {}))
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss on the embedding ``outputs["raw"]``, plus the synthetic-negative share under Symm."""
+        """The loss on the embedding ``outputs["raw"]``, plus the loss's statistics."""
         terms = {"loss": self.loss(outputs["raw"], labels)}
-        if isinstance(self.loss, SymmetricalSynthesis):
-            terms["synthetic_ratio"] = torch.tensor(float(self.loss.synthetic_ratio))
+        terms.update(loss_statistics(self.loss))
         return terms
