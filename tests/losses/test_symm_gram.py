@@ -161,3 +161,15 @@ def test_statistics_are_plain_floats_on_every_loss():
         assert loss.last_stats == {}
         loss(x, y)
         assert loss.last_stats and all(type(v) is float for v in loss.last_stats.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("base", ["triplet-hard", "npair", "lifted", "angular", "contrastive"])
+@pytest.mark.parametrize("candidates", ["anchor", "pair"])
+def test_gram_symm_on_cuda_equals_materialised_on_cpu(base, candidates):
+    y = torch.arange(16).repeat_interleave(4)
+    x0 = torch.randn(y.shape[0], 128, generator=torch.Generator().manual_seed(3))
+    old = loss_and_grad(MaterialisedSymm(BASES[base](), candidates=candidates, top_k=2), x0, y)
+    new_loss = SymmetricalSynthesis(BASES[base](), candidates=candidates, top_k=2)
+    loss, grad = loss_and_grad(new_loss, x0.cuda(), y.cuda())
+    assert_same((loss.cpu(), grad.cpu()), old, f"cuda {base} {candidates}")
