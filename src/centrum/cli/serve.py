@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     auth = "writes need an API key" if args.api_key_file else "NO AUTH: anyone can enrol and delete"
     print(
         f"centrum serve: http://{args.host}:{args.port}/ ({store.num_images} images, {store.num_classes} classes, "
-        f"{embedder.dim}-d, model {embedder.name}; {auth}); API docs at /docs",
+        f"{embedder.dim}-d, model {embedder.description}; {auth}); API docs at /docs",
         flush=True,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
