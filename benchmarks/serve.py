@@ -187,10 +187,9 @@ def main() -> None:
     import httpx
 
     from centrum.export import export_checkpoint
-    from centrum.inference.onnx_runtime import OnnxEmbedder
+    from centrum.inference import OnnxEmbedder, TorchEmbedder
     from centrum.serving.images import decode_image
     from centrum.serving.store import IndexStore
-    from centrum.serving.torch_embedder import TorchEmbedder
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="centrum-serve-bench-"))

@@ -45,9 +45,9 @@ def make_checkpoint(
     torch.manual_seed(0)
     module = RetrievalModule(config, num_classes=5, pretrained=False)
     if calibration:
-        from centrum.serving.embedder import preprocessing_from_config
+        from centrum.inference import Preprocess
 
-        batch = torch.from_numpy(preprocessing_from_config(config).batch(calibration))
+        batch = torch.from_numpy(Preprocess.from_config(config.to_dict()).batch(calibration))
         for m in module.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.momentum = None  # cumulative average over the calibration passes

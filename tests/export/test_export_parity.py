@@ -16,10 +16,8 @@ import pytest
 from checkpoints import fashion_mnist_images, make_checkpoint, omniglot_images
 
 from centrum.cli import main
-from centrum.export import TorchScriptEmbedder, export_checkpoint, load_embedder
-from centrum.inference.onnx_runtime import OnnxEmbedder
-from centrum.serving.embedder import Embedder
-from centrum.serving.torch_embedder import TorchEmbedder
+from centrum.export import export_checkpoint
+from centrum.inference import Embedder, OnnxEmbedder, TorchEmbedder, TorchScriptEmbedder, load_embedder
 
 GALLERY, QUERIES = 24, 7
 
@@ -98,7 +96,8 @@ def test_onnx_file_metadata_and_dynamic_batch_axis(tmp_path: Path) -> None:
     assert inp.type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]] == [3, 32, 32]
     embedder = load_embedder(tmp_path / "m.onnx")
-    assert embedder.preprocess.transform_options == {"resize": 40, "mean": [0.5, 0.5, 0.5]}
+    assert isinstance(embedder, OnnxEmbedder)
+    assert embedder.preprocess.resize == 40 and embedder.preprocess.mean == (0.5, 0.5, 0.5)
 
 
 def test_export_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

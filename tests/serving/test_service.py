@@ -12,7 +12,7 @@ from live_server import API_KEY, png_bytes
 from PIL import Image
 
 from centrum.cli import main
-from centrum.serving.torch_embedder import TorchEmbedder
+from centrum.inference import TorchEmbedder
 
 
 def _files(*images, name="q.png"):

@@ -20,7 +20,7 @@ def read_api_keys(path: Path) -> frozenset[str]:
 
 def build_service(args: argparse.Namespace):
     """The app of ``args`` (checks everything before a port is opened)."""
-    from centrum.export import load_embedder
+    from centrum.inference import OnnxEmbedder, load_embedder
     from centrum.serving.app import ServiceSettings, create_app
     from centrum.serving.store import IndexStore
 
@@ -41,8 +41,6 @@ def build_service(args: argparse.Namespace):
     if args.onnx is not None:
         if args.onnx.suffix.lower() != ".onnx":
             raise ValueError(f"--onnx {args.onnx}: expected a .onnx file written by `centrum export`")
-        from centrum.inference.onnx_runtime import OnnxEmbedder
-
         embedder = OnnxEmbedder(args.onnx, threads=args.threads or None)
     else:
         embedder = load_embedder(args.checkpoint, args.device)
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     auth = "writes need an API key" if args.api_key_file else "NO AUTH: anyone can enrol and delete"
     print(
         f"centrum serve: http://{args.host}:{args.port}/ ({store.num_images} images, {store.num_classes} classes, "
-        f"{embedder.dim}-d, model {embedder.name}; {auth}); API docs at /docs",
+        f"{embedder.dim}-d, model {embedder.description}; {auth}); API docs at /docs",
         flush=True,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
@@ -78,7 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Enrolments are journalled (fsynced) before they are acknowledged.",
     )
     p.add_argument("--index", required=True, type=Path, help="index folder (created if missing)")
-    p.add_argument("--checkpoint", type=Path, help="model.ckpt from `centrum train` (or a TorchScript export)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="model.ckpt from `centrum train`, or a TorchScript or ONNX export (told apart by content)",
+    )
     p.add_argument("--onnx", type=Path, help="model.onnx from `centrum export --format onnx`")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -1,6 +1,7 @@
 """The :class:`TorchEmbedder`: images (PIL images, files, folders, a SampleList, a dataset's splits) to
 embeddings with a trained model. Its API needs no config file and no run folder: a checkpoint, or a model
-and its :class:`~centrum.inference.Preprocess`."""
+and its :class:`~centrum.inference.Preprocess`. :class:`EmbeddingHead` is the model as it computes an
+embedding: what the embedder runs and what ``centrum export`` writes to ONNX/TorchScript."""
 
 from __future__ import annotations
 
@@ -18,14 +19,33 @@ from centrum.distances import l2_normalize
 from centrum.inference.embeddings import Embeddings, embed_batch, embed_query_gallery, embed_samples
 from centrum.inference.images import collect_images
 from centrum.inference.model import Preprocess, load_model, resolve_device
+from centrum.inference.protocol import check_batch_output
+
+
+class EmbeddingHead(nn.Module):
+    """Preprocessed images (``B x 3 x H x W``) to embeddings (``B x D``): the model's inference feature
+    (``model.embed``: the BNNeck feature, else the raw one), with ``flip`` the mean of the features of the
+    images and their horizontal mirrors, L2-normalised when ``normalize``."""
+
+    def __init__(self, model: nn.Module, normalize: bool = True, flip: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.normalize = bool(normalize)
+        self.flip = bool(flip)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x H x W`` normalised images -> ``B x D`` float32 embeddings."""
+        features = embed_batch(self.model, images, self.flip)
+        return l2_normalize(features) if self.normalize else features
 
 
 class TorchEmbedder:
     """Embeds images with a PyTorch embedding model: float32 rows, L2-normalised (``preprocess.normalize``).
 
     ``flip=True`` averages the features of each image and of its horizontal mirror before normalising
-    (test-time augmentation). ``name`` names the model (the experiment's name for a checkpoint); ``metric``
-    is the distance the model was evaluated with.
+    (test-time augmentation). ``name`` names the model (the experiment's name for a checkpoint),
+    ``description`` says in one line which model it is (default: ``name``); ``metric`` is the distance the
+    model was evaluated with (``preprocess.metric``). Satisfies :class:`~centrum.inference.Embedder`.
     """
 
     def __init__(
@@ -35,7 +55,7 @@ class TorchEmbedder:
         device: str | torch.device | None = "cpu",
         *,
         name: str = "model",
-        metric: str = "cosine",
+        description: str | None = None,
         flip: bool = False,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -47,8 +67,8 @@ class TorchEmbedder:
         self.model = model.to(self.device).eval()
         self.preprocess = preprocess
         self.name = name
-        self.metric = metric
-        self.flip = bool(flip)
+        self.description = description or name
+        self.head = EmbeddingHead(self.model, preprocess.normalize, bool(flip)).eval()
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.on_error = on_error
@@ -64,18 +84,33 @@ class TorchEmbedder:
         ``data.on_error``).
         """
         trained = load_model(path, device)
-        evaluation = trained.config.get("evaluation") or {}
         data = trained.config.get("data") or {}
         options.setdefault("batch_size", int(data.get("test_batch_size", 64)))
         options.setdefault("on_error", str(data.get("on_error", "raise")))
+        name = str(trained.config.get("name", Path(path).stem))
+        backbone = (trained.config.get("model") or {}).get("backbone", "?")
         return cls(
             trained.model,
             trained.preprocess,
             device,
-            name=str(trained.config.get("name", Path(path).stem)),
-            metric=str(evaluation.get("metric", "cosine")),
+            name=name,
+            description=f"{name} ({backbone}, {Path(path).name})",
             **options,
         )
+
+    @property
+    def flip(self) -> bool:
+        """Test-time augmentation: average each image's features with its horizontal mirror's."""
+        return self.head.flip
+
+    @flip.setter
+    def flip(self, value: bool) -> None:
+        self.head.flip = bool(value)
+
+    @property
+    def metric(self) -> str:
+        """The distance the model was evaluated with (``preprocess.metric``)."""
+        return self.preprocess.metric
 
     @property
     def dim(self) -> int:
@@ -86,16 +121,17 @@ class TorchEmbedder:
                 self._dim = int(self.model.embed(torch.zeros(1, 3, height, width, device=self.device)).shape[1])
         return self._dim
 
-    def _finish(self, features: torch.Tensor) -> np.ndarray:
-        features = l2_normalize(features) if self.preprocess.normalize else features
-        return features.cpu().numpy().astype(np.float32, copy=False)
-
-    @torch.no_grad()
+    @torch.inference_mode()
     def embed_tensor(self, images: torch.Tensor) -> np.ndarray:
         """Embeddings (N x D float32) of a batch of already preprocessed images (N x 3 x H x W)."""
-        return self._finish(embed_batch(self.model, images.to(self.device), self.flip))
+        return self.head(images.to(self.device)).cpu().numpy().astype(np.float32, copy=False)
 
-    @torch.no_grad()
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings (N x D float32) of an already preprocessed ``N x 3 x H x W`` float32 array
+        (:meth:`~centrum.inference.Preprocess.batch`): what the service's micro-batcher calls."""
+        out = self.embed_tensor(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        return check_batch_output(out, batch.shape[0], self.dim, self.name)
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embeddings (N x D float32) of PIL images (converted to RGB), in order."""
         if len(images) == 0:

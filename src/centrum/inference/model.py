@@ -9,14 +9,19 @@ rebuilt from the config's ``data`` section, as for every checkpoint ``centrum tr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from centrum.data import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from centrum.distances import METRICS
 from centrum.io import safe_torch_load
 from centrum.models import build_model
 
@@ -24,16 +29,23 @@ CHECKPOINT_FORMAT = "centrum-checkpoint-v1"
 _STATE_PREFIX = "model."  # the embedding model's weights inside the training module's state dict
 
 
+#: version of :meth:`Preprocess.to_dict`'s layout; a reader refuses a newer one rather than misread it
+PREPROCESS_VERSION = 1
+RECIPES = ("reid", "dml")
+FEATURES = ("bn", "raw")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image becomes the model's input and its output the embedding: all a service or an exported
-    model needs, as plain data.
+    model needs, as plain data (stored in checkpoints and in exported ONNX/TorchScript files).
 
     ``recipe`` is the test transform family ("reid": resize to ``input_size``; "dml": resize the shorter side
     to ``resize`` and centre-crop ``input_size``, or resize to a square first with ``square_resize``);
     ``input_size`` is (height, width); ``mean``/``std`` normalise RGB values in [0, 1]; ``feature`` is the
     model output used as the embedding ("bn": after the BNNeck, "raw": the pooled or projected feature);
-    ``normalize``: embeddings are L2-normalised.
+    ``normalize``: embeddings are L2-normalised; ``metric``: the distance the model was evaluated with
+    (one of :data:`centrum.distances.METRICS`), which an index over its embeddings should use.
     """
 
     recipe: str
@@ -45,20 +57,55 @@ class Preprocess:
     interpolation: str = "bilinear"
     feature: str = "bn"
     normalize: bool = True
-    options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    metric: str = "cosine"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
-        """The preprocessing stored as plain data by :meth:`to_dict` (e.g. under ``checkpoint["centrum"]``)."""
-        known = {f for f in cls.__dataclass_fields__ if f != "options"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"preprocess has unknown field(s) {unknown}; expected some of {sorted(known)}")
+    def from_dict(cls, data: dict[str, Any], source: str = "preprocess") -> Preprocess:
+        """The preprocessing stored as plain data by :meth:`to_dict` (e.g. under ``checkpoint["centrum"]``).
+
+        Raises a one-line ``ValueError`` naming ``source`` (the file it came from) for a field that is
+        unknown, missing, malformed, or a layout ``version`` newer than this centrum reads.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: preprocessing must be a JSON object, got {type(data).__name__}")
         values = dict(data)
-        for key in ("input_size", "mean", "std"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        version = values.pop("version", PREPROCESS_VERSION)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        try:
+            if not isinstance(version, int) or version > PREPROCESS_VERSION:
+                raise ValueError(f"version {version!r} is not one this centrum reads (<= {PREPROCESS_VERSION})")
+            if unknown:
+                raise ValueError(f"unknown field(s) {unknown}; expected some of {sorted(known | {'version'})}")
+            for key in ("recipe", "input_size"):
+                if key not in values:
+                    raise ValueError(f"field {key!r} is missing")
+            size = values["input_size"]
+            if not isinstance(size, list | tuple) or len(size) != 2 or not all(int(v) > 0 for v in size):
+                raise ValueError(f"input_size must be [height, width], got {size!r}")
+            values["input_size"] = (int(size[0]), int(size[1]))
+            for key in ("mean", "std"):
+                if key in values:
+                    if not isinstance(values[key], list | tuple) or len(values[key]) != 3:
+                        raise ValueError(f"{key} must be 3 numbers (R, G, B), got {values[key]!r}")
+                    values[key] = tuple(float(v) for v in values[key])
+            for key, allowed in (("recipe", RECIPES), ("feature", FEATURES), ("metric", METRICS)):
+                if key in values and values[key] not in allowed:
+                    raise ValueError(f"{key} {values[key]!r} is not one of {list(allowed)}")
+            if values.get("resize") is not None:
+                values["resize"] = int(values["resize"])
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source} holds no valid centrum preprocessing: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "model file") -> Preprocess:
+        """Read :meth:`to_json`'s output; anything else is a one-line ``ValueError`` naming ``source``."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source} holds no valid centrum preprocessing: not JSON ({exc})") from None
+        return cls.from_dict(data, source)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Preprocess:
@@ -77,25 +124,36 @@ class Preprocess:
             square_resize=bool(getattr(transform, "square_resize", False)),
             interpolation=str(options.get("interpolation", "bilinear")),
             feature="bn" if model.get("bnneck", True) else "raw",
-            options=options,
+            metric=str((config.get("evaluation") or {}).get("metric", "cosine")),
         )
 
-    def transform(self) -> Any:
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """The test-time transform: RGB ``PIL.Image`` -> normalised C x H x W float tensor."""
-        keys = ("mean", "std", "interpolation") + (("resize", "square_resize") if self.recipe == "dml" else ())
-        options = {k: v for k, v in self.options.items() if k in keys}
-        options.update(mean=self.mean, std=self.std, interpolation=self.interpolation)
+        options: dict[str, Any] = {"mean": self.mean, "std": self.std, "interpolation": self.interpolation}
         if self.recipe == "dml":
             options.update(resize=self.resize, square_resize=self.square_resize)
         return build_transform(self.recipe, train=False, size=self.input_size, **options)
 
+    def batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """A ``N x 3 x H x W`` float32 array of ``images`` (converted to RGB) after the test transform: the
+        input of an embedder's ``embed_batch``."""
+        height, width = self.input_size
+        if len(images) == 0:
+            return np.zeros((0, 3, height, width), np.float32)
+        transform = self.transform()
+        return np.stack([transform(im.convert("RGB")).numpy() for im in images]).astype(np.float32, copy=False)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, numbers, strings) for JSON or an exported model's metadata."""
+        """Plain data (lists, numbers, strings), with the layout ``version``, for JSON or a checkpoint."""
         out = asdict(self)
-        out.pop("options")
         out["input_size"] = list(self.input_size)
         out["mean"], out["std"] = list(self.mean), list(self.std)
+        out["version"] = PREPROCESS_VERSION
         return out
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as one JSON object (stored in exported ONNX and TorchScript files)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 @dataclass
@@ -173,7 +231,12 @@ def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> T
         model = build_model_from_config(config, num_classes)
         # a stored preprocessing (plain data) wins; checkpoints without one rebuild it from their config
         stored = stamp.get("preprocess")
-        preprocess = Preprocess.from_dict(stored) if isinstance(stored, dict) else Preprocess.from_config(config)
+        if isinstance(stored, dict):
+            # checkpoints written before the metric was part of the preprocessing: the config's evaluation metric
+            metric = str((config.get("evaluation") or {}).get("metric", "cosine"))
+            preprocess = Preprocess.from_dict({"metric": metric, **stored}, f"checkpoint {path}")
+        else:
+            preprocess = Preprocess.from_config(config)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"checkpoint {path} has a config this centrum cannot build: {exc}") from exc
     full = checkpoint.get("state_dict", {})

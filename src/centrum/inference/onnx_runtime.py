@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from centrum.serving.embedder import Preprocessing, check_batch_output
-
-META_PREPROCESSING, META_NAME, META_DIM = "centrum.preprocessing", "centrum.name", "centrum.dim"
+from centrum.inference.exported import META_DESCRIPTION, META_DIM, META_NAME, META_PREPROCESSING
+from centrum.inference.model import Preprocess
+from centrum.inference.protocol import check_batch_output
 
 
 class OnnxEmbedder:
     """Embeds PIL images with an exported ONNX model on ONNX Runtime's CPU provider.
 
-    The file's ``centrum.preprocessing`` metadata gives the transform, so the file alone embeds an image.
-    ``threads`` sets ONNX Runtime's intra-op threads (default: the CPU count it sees).
+    The file's ``centrum.preprocessing`` metadata (:meth:`~centrum.inference.Preprocess.to_json`) gives the
+    transform, so the file alone embeds an image. ``threads`` sets ONNX Runtime's intra-op threads (default:
+    the CPU count it sees). Satisfies :class:`~centrum.inference.Embedder`.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -41,12 +42,17 @@ class OnnxEmbedder:
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_PREPROCESSING not in meta:
             raise ValueError(f"{path} has no {META_PREPROCESSING} metadata: export it with `centrum export`")
-        self.preprocess = Preprocessing.from_json(meta[META_PREPROCESSING], str(path))
+        self.preprocess = Preprocess.from_json(meta[META_PREPROCESSING], str(path))
         self.name = meta.get(META_NAME) or path.name
+        self.description = meta.get(META_DESCRIPTION) or self.name
         self.dim = int(meta.get(META_DIM) or self.session.get_outputs()[0].shape[1])
-        self.metric = self.preprocess.metric
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
+
+    @property
+    def metric(self) -> str:
+        """The distance the model was evaluated with (``preprocess.metric``)."""
+        return self.preprocess.metric
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings of an already preprocessed ``N x 3 x H x W`` float32 batch."""
@@ -55,6 +61,6 @@ class OnnxEmbedder:
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embeddings (N x dim float32) of RGB ``images`` after the file's stored test transform."""
-        if not images:
+        if len(images) == 0:
             return np.empty((0, self.dim), np.float32)
         return self.embed_batch(self.preprocess.batch(images))

@@ -1,5 +1,5 @@
-"""Search as a service: ``centrum serve`` (FastAPI app, durable index store, micro-batched embedding)."""
+"""Search as a service: ``centrum serve`` (FastAPI app, durable index store, micro-batched embedding).
 
-from centrum.serving.embedder import Embedder, Preprocessing, preprocessing_from_config
-
-__all__ = ["Embedder", "Preprocessing", "preprocessing_from_config"]
+The model side is :mod:`centrum.inference` (:class:`~centrum.inference.Embedder`,
+:func:`~centrum.inference.load_embedder`); this package only serves it.
+"""

@@ -15,6 +15,7 @@ from importlib import resources
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from centrum.inference.protocol import Embedder
 from centrum.serving.batching import MicroBatcher
 from centrum.serving.images import DEFAULT_MAX_PIXELS, BadImageError, decode_image, thumbnail_jpeg
 from centrum.serving.store import IndexStore, NotFoundError, check_class_name
@@ -37,7 +38,7 @@ class ServiceSettings:
     extra: dict = field(default_factory=dict)
 
 
-def create_app(store: IndexStore, embedder, settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(store: IndexStore, embedder: Embedder, settings: ServiceSettings | None = None) -> FastAPI:
     """The FastAPI application serving ``store`` with ``embedder`` (micro-batched) under ``settings``."""
     settings = settings or ServiceSettings()
     batcher = MicroBatcher(embedder)
@@ -126,7 +127,7 @@ def create_app(store: IndexStore, embedder, settings: ServiceSettings | None = N
             "classes": store.num_classes,
             "dim": store.dim,
             "metric": store.metric,
-            "model": embedder.name,
+            "model": embedder.description,
             "auth": settings.api_keys is not None,
             # micro-batching at work: model calls made and images embedded since start
             "embedding": {"calls": batcher.batches, "images": batcher.images},

@@ -8,17 +8,20 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from centrum.inference.protocol import Embedder
+
 
 class MicroBatcher:
     """Runs ``embedder`` on one worker thread, merging the requests that are waiting into one batch.
 
-    A request's images are preprocessed by the caller (in its own thread); the worker takes the first waiting
+    With an ``embed_batch`` (see :class:`~centrum.inference.Embedder`), a request's images are preprocessed by
+    the caller (in its own thread); the worker takes the first waiting
     request and every other one already queued (up to ``max_batch`` images), embeds them in one call and hands
     each caller its rows. No timer: a lone request is embedded at once, so one client pays no batching delay,
     while under load the batch grows with the number of waiting clients.
     """
 
-    def __init__(self, embedder, max_batch: int = 64) -> None:
+    def __init__(self, embedder: Embedder, max_batch: int = 64) -> None:
         self.embedder = embedder
         self.max_batch = max(1, int(max_batch))
         self._queue: queue.Queue = queue.Queue()
