@@ -202,20 +202,6 @@ class Metric:
 
     # ---- direction
 
-    def closest(
-        self,
-        values: torch.Tensor,
-        mask: torch.Tensor,
-        k: int = 1,
-        groups: torch.Tensor | None = None,
-        num_groups: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The ``k`` closest allowed entries per row (or per row and group of columns):
-        :func:`centrum.losses.mining.topk_hardest` in this metric's direction."""
-        from centrum.losses.mining import topk_hardest  # mining is a pure-tensor module below the losses
-
-        return topk_hardest(values, mask, k, groups, num_groups, largest=self.similarity)
-
     def nearest(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per row, the closest allowed entry: ``(value, column, valid)``; 0 and column 0 where none is."""
         fill = float("-inf") if self.similarity else float("inf")

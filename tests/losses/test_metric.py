@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from centrum.distances import METRICS, Metric, pairwise_distance, pairwise_similarity
+from centrum.losses.mining import topk_hardest
 
 
 def points(n: int, d: int = 5, seed: int = 0) -> torch.Tensor:
@@ -86,7 +87,7 @@ def test_direction_helpers_pick_the_closest(similarity):
     assert valid.tolist() == [True, True, False, True]
     assert column.tolist() == [1, 0, 0, 1]  # the largest inner product among the others
     assert torch.allclose(value, values[torch.arange(4), column] * valid)
-    _, index, ok = metric.closest(values, mask, k=2)
+    _, index, ok = topk_hardest(values, mask, k=2, largest=metric.similarity)
     assert index[0].tolist() == [1, 3] and ok[2].tolist() == [False, False]
     far, has = metric.farthest(values, mask)
     assert far[0].item() == values[0, 2].item() and not has[2]

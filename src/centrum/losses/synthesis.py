@@ -270,11 +270,11 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
             )
             cross = bank_cls.unsqueeze(1) != bank_cls.unsqueeze(0)
             # per point u and class j: the k hardest partners v of class j
-            k1, v1, ok1 = metric.closest(pair_values, cross, k, groups=bank_cls, num_groups=C)  # K x C x k
+            k1, v1, ok1 = topk_hardest(pair_values, cross, k, bank_cls, C, largest=metric.similarity)  # K x C x k
             # per class j and class i: the k hardest of those over the points u of class i
             per_j = k1.permute(1, 0, 2).reshape(C, K * k)
             ok_j = ok1.permute(1, 0, 2).reshape(C, K * k)
-            _, col, ok2 = metric.closest(per_j, ok_j, k, groups=bank_cls.repeat_interleave(k), num_groups=C)
+            _, col, ok2 = topk_hardest(per_j, ok_j, k, bank_cls.repeat_interleave(k), C, largest=metric.similarity)
             u, slot = col // k, col % k  # C_j x C_i x k
             v = v1.permute(1, 0, 2)[torch.arange(C, device=u.device).view(C, 1, 1), u, slot]
             u, v, ok = u.transpose(0, 1)[inverse], v.transpose(0, 1)[inverse], ok2.transpose(0, 1)[inverse]

@@ -143,7 +143,7 @@ class EmbeddingSnapshots(Callback):
         return q, splits.gallery.subset(np.flatnonzero(wanted)[g_rows])
 
     def _embed(self, trainer: L.Trainer, pl_module: L.LightningModule, samples) -> np.ndarray:
-        from centrum.training.inference import embed_loader
+        from centrum.inference import embed_loader
 
         emb, idx = embed_loader(pl_module.model, trainer.datamodule.eval_dataloader(samples), pl_module.device)
         out = np.zeros((len(samples), emb.shape[1]), dtype=np.float32)
