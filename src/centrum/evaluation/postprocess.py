@@ -33,8 +33,10 @@ V), then the block's query x gallery distances are recomputed once for ``d``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from centrum.distances import check_metric, l2_normalize
@@ -144,6 +146,10 @@ class KReciprocalDistances:
     def shape(self) -> tuple[int, int]:
         return self.num_query, self.num_gallery
 
+    @property
+    def device(self) -> torch.device:
+        return self.items.device
+
     def _build(self, n: int) -> None:
         k1, k2 = self.k1, self.k2
         width = min(max(k1 + 1, k2), n)
@@ -191,7 +197,8 @@ class KReciprocalDistances:
         # inverted index of the gallery rows of V: for each support item m, the gallery rows with V(j, m) > 0
         lo, hi = v.ptr[self.num_query], v.ptr[n]
         g_rows = torch.repeat_interleave(
-            torch.arange(self.num_query, n, device=v.ptr.device), v.ptr[self.num_query + 1 :] - v.ptr[self.num_query : n]
+            torch.arange(self.num_query, n, device=v.ptr.device),
+            v.ptr[self.num_query + 1 :] - v.ptr[self.num_query : n],
         )
         g_cols, g_vals = v.cols[lo:hi], v.values[lo:hi]
         order = torch.argsort(g_cols, stable=True)
@@ -298,3 +305,137 @@ def k_reciprocal_distances(
     return KReciprocalDistances(
         query, gallery, k1=k1, k2=k2, lambda_value=lambda_value, metric=metric, chunk_size=chunk_size
     )
+
+
+def _expanded(targets: torch.Tensor, database: torch.Tensor, k: int, alpha: float, exclude_self: bool, step: int):
+    """Rows of ``targets`` replaced by normalise(t + sum_j max(cos(t, d_j), 0) ** alpha d_j) over its k nearest
+    rows d_j of ``database`` (cosine similarity, ties by index; with ``exclude_self`` row i of the database is
+    not a neighbour of target i: the two sets are the same)."""
+    n = targets.shape[0]
+    k = min(k, database.shape[0] - (1 if exclude_self else 0))
+    if k < 1:
+        return targets.clone()
+    out = torch.empty_like(targets)
+    for start in range(0, n, step):
+        t = targets[start : start + step]
+        dist = 1.0 - t @ database.T  # cosine distance of unit vectors
+        if exclude_self:
+            local = torch.arange(t.shape[0], device=t.device)
+            dist[local, local + start] = float("nan")  # excluded by nearest_in_order
+        with serial_on_cpu(dist.device):
+            nearest = nearest_in_order(dist, k)
+        weight = (1.0 - dist.gather(1, nearest)).clamp_min(0.0).pow(alpha)
+        total = t + (weight[:, :, None] * database[nearest]).sum(1)
+        out[start : start + step] = l2_normalize(total)
+    return out
+
+
+def _check_expansion(k: int, alpha: float) -> tuple[int, float]:
+    if int(k) < 1:
+        raise ValueError(f"query expansion k must be a positive integer, got {k}")
+    if float(alpha) < 0:
+        raise ValueError(f"query expansion alpha must be >= 0, got {alpha}")
+    return int(k), float(alpha)
+
+
+def alpha_query_expansion(
+    query, gallery, *, k: int = 5, alpha: float = 3.0, same_set: bool = False, chunk_size: int | None = None
+) -> torch.Tensor:
+    """alpha-weighted average query expansion (alpha-QE; alpha = 0 is average QE).
+
+    Each query q (L2-normalised) becomes ``normalise(q + sum_{j <= k} max(cos(q, g_j), 0) ** alpha g_j)`` over
+    its k nearest gallery embeddings g_j by cosine similarity (ties broken by gallery order). With
+    ``same_set`` the queries are the gallery (the metric-learning protocol) and a query is not its own
+    neighbour. Returns the expanded queries (float32, unit norm): search them against the gallery with the
+    cosine metric. Defaults k = 5, alpha = 3 (fast-reid's).
+    """
+    k, alpha = _check_expansion(k, alpha)
+    q = l2_normalize(check_embeddings(query, "query"))
+    g = q if same_set else l2_normalize(check_embeddings(gallery, "gallery")).to(q.device)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query has {q.shape[1]}-d embeddings but gallery has {g.shape[1]}-d embeddings")
+    step = auto_chunk_size(q.shape[0], g.shape[0], chunk_size)
+    return _expanded(q, g, k, alpha, same_set, step)
+
+
+def database_augmentation(gallery, *, k: int = 5, alpha: float = 3.0, chunk_size: int | None = None) -> torch.Tensor:
+    """Database-side augmentation (DBA): alpha-QE applied to every gallery embedding against the gallery.
+
+    Each gallery embedding g becomes ``normalise(g + sum_{j <= k} max(cos(g, g_j), 0) ** alpha g_j)`` over its
+    k nearest *other* gallery embeddings (cosine; ties by index). Returns the augmented gallery (float32,
+    unit norm); queries are then searched against it (optionally expanded by :func:`alpha_query_expansion`).
+    """
+    k, alpha = _check_expansion(k, alpha)
+    g = l2_normalize(check_embeddings(gallery, "gallery"))
+    step = auto_chunk_size(g.shape[0], g.shape[0], chunk_size)
+    return _expanded(g, g, k, alpha, True, step)
+
+
+RERANK_METHODS: tuple[str, ...] = ("k-reciprocal",)
+EXPANSION_METHODS: tuple[str, ...] = ("alpha-qe", "dba")
+
+
+def postprocess_arrays(
+    protocol: str,
+    arrays: Mapping[str, np.ndarray | torch.Tensor],
+    *,
+    rerank: str | None = None,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    query_expansion: Sequence[str] = (),
+    qe_k: int = 5,
+    qe_alpha: float = 3.0,
+    metric: str = "cosine",
+    chunk_size: int | None = None,
+) -> tuple[dict, str]:
+    """The arrays of :func:`evaluate_protocol` post-processed, and a label of the steps applied.
+
+    Order: DBA on the gallery, then alpha-QE of the queries (against the augmented gallery), then the
+    k-reciprocal re-ranking (its ``distances`` replace ``query`` and ``gallery``). Re-ranking serves the
+    per-image protocols ``reid`` and ``products`` (a centroid protocol averages embeddings, which re-ranked
+    distances are not: it gets the expansion steps only); for ``dml`` only DBA applies (every image is
+    both query and gallery).
+    """
+    steps = list(dict.fromkeys(query_expansion))
+    for step in steps:
+        if step not in EXPANSION_METHODS:
+            raise ValueError(f"unknown query expansion {step!r}; choose from {', '.join(EXPANSION_METHODS)}")
+    if rerank is not None and rerank not in RERANK_METHODS:
+        raise ValueError(f"unknown re-ranking {rerank!r}; choose from {', '.join(RERANK_METHODS)}")
+    out = dict(arrays)
+    applied = []
+    if protocol == "dml":
+        if rerank is not None or "alpha-qe" in steps:
+            raise ValueError(
+                "the dml protocol ranks every image against all the others: only --query-expansion dba applies "
+                "to it (alpha-qe and re-ranking need separate query and gallery sets)"
+            )
+        if "dba" in steps:
+            out["embeddings"] = database_augmentation(
+                arrays["embeddings"], k=qe_k, alpha=qe_alpha, chunk_size=chunk_size
+            )
+            applied.append("dba")
+        return out, " + ".join(applied)
+    if "distances" in arrays and "query" not in arrays:
+        raise ValueError("re-ranking and query expansion need query and gallery embeddings, not a distances matrix")
+    if "dba" in steps:
+        out["gallery"] = database_augmentation(arrays["gallery"], k=qe_k, alpha=qe_alpha, chunk_size=chunk_size)
+        applied.append("dba")
+    if "alpha-qe" in steps:
+        out["query"] = alpha_query_expansion(
+            arrays["query"], out["gallery"], k=qe_k, alpha=qe_alpha, chunk_size=chunk_size
+        )
+        applied.append("alpha-qe")
+    if rerank is not None and not protocol.endswith("centroids"):
+        out["distances"] = k_reciprocal_distances(
+            out.pop("query"),
+            out.pop("gallery"),
+            k1=k1,
+            k2=k2,
+            lambda_value=lambda_value,
+            metric="euclidean" if metric == "squared_euclidean" else metric,
+            chunk_size=chunk_size,
+        )
+        applied.append(rerank)
+    return out, " + ".join(applied)
