@@ -258,7 +258,7 @@ def dense_re_ranking(qf, gf, k1=20, k2=6, lambda_value=0.3):
     return final_dist[:query_num, query_num:]
 
 
-def reid_sets(nq, ng, dim, n_ids, n_distractors, gen):
+def reid_sets(nq, ng, dim, n_ids, n_distractors, gen, noise=4.0):
     """Synthetic re-id embeddings: identity centres plus noise, distractors pure noise, 6 cameras."""
     q_ids = torch.randint(1, n_ids + 1, (nq,), generator=gen)
     g_ids = torch.cat(
@@ -268,8 +268,8 @@ def reid_sets(nq, ng, dim, n_ids, n_distractors, gen):
         ]
     )
     centres = torch.randn(n_ids + 1, dim, generator=gen)
-    qf = torch.nn.functional.normalize(centres[q_ids] + 3.0 * torch.randn(nq, dim, generator=gen), dim=1)
-    gf = centres[g_ids] + 3.0 * torch.randn(ng, dim, generator=gen)
+    qf = torch.nn.functional.normalize(centres[q_ids] + noise * torch.randn(nq, dim, generator=gen), dim=1)
+    gf = centres[g_ids] + noise * torch.randn(ng, dim, generator=gen)
     gf[g_ids == 0] = torch.randn(n_distractors, dim, generator=gen)
     gf = torch.nn.functional.normalize(gf, dim=1)
     qc, gc = torch.randint(1, 7, (nq,), generator=gen), torch.randint(1, 7, (ng,), generator=gen)

@@ -114,7 +114,7 @@ def symmetric_nearest(
             rows_b = slice(b, min(b + side, n))
             d = _squared_block(x[rows_a], sq[rows_a], x[rows_b], sq[rows_b])
             if a == b:
-                d = torch.triu(d) + torch.triu(d, 1).T
+                d.triu_().add_(d.triu(1).T)  # the upper triangle mirrored: exactly symmetric
             merge(rows_a, d, b)
             if a != b:
                 merge(rows_b, d.T.contiguous(), a)
@@ -245,7 +245,7 @@ class KReciprocalDistances:
     ) -> torch.Tensor:
         """D(i, j) of the given pairs: from the neighbour lists where j is listed, else from the embeddings."""
         out = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
-        step = 1 << 20
+        step = 1 << 18
         for start in range(0, rows.shape[0], step):
             r, c = rows[start : start + step], cols[start : start + step]
             match = neighbours[r] == c[:, None]
@@ -295,13 +295,17 @@ class KReciprocalDistances:
             shared = torch.minimum(self.v.values[entry[s]][pos], self.inv.values[inv_entry])
             overlap.index_add_(0, owner[s][pos] * g + self.inv.cols[inv_entry], shared)
             start = stop
-        overlap = overlap.view(b, g)
-        jaccard = 1.0 - overlap / (2.0 - overlap)
-        q = self.items[query_ids]
-        d = _squared_block(q, self.sq[query_ids], self.items[self.num_query :], self.sq[self.num_query :])
-        m = self.row_max[query_ids][:, None]
-        original = torch.where(m > 0, d.double() / m.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-        return jaccard.mul_(1.0 - self.lambda_value).add_(original, alpha=self.lambda_value)
+        # in place on the one B x G float64 block: (1 - lambda) (1 - s / (2 - s)) + lambda D / max D
+        jaccard = overlap.view(b, g)
+        denominator = torch.sub(2.0, jaccard)
+        jaccard.div_(denominator).neg_().add_(1.0).mul_(1.0 - self.lambda_value)
+        del denominator
+        d = _squared_block(
+            self.items[query_ids], self.sq[query_ids], self.items[self.num_query :], self.sq[self.num_query :]
+        )
+        m = self.row_max[query_ids]
+        scale = torch.where(m > 0, self.lambda_value / m.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+        return jaccard.addcmul_(d, scale[:, None])
 
     def dense(self) -> torch.Tensor:
         """The whole Q x G re-ranked distance matrix (float64), computed block by block."""
