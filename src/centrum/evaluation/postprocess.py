@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from centrum.distances import check_metric, l2_normalize
-from centrum.evaluation._ranking import INT64_MAX, auto_chunk_size, nearest_in_order, order_keys, serial_on_cpu
+from centrum.evaluation._ranking import auto_chunk_size, nearest_in_order, serial_on_cpu
+from centrum.evaluation._symmetric import block_distance_function, symmetric_nearest_keys
 from centrum.validation import check_embeddings
 
 # (query, support item, gallery item) triples accumulated at once for the Jaccard overlap of a block
@@ -82,47 +83,6 @@ def _reciprocal(neighbours: torch.Tensor, k: int, step: int = 4096) -> torch.Ten
 def _unique_pairs(rows: torch.Tensor, cols: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     keys = torch.unique(rows * n + cols)  # sorted: by row, then column
     return torch.div(keys, n, rounding_mode="floor"), keys % n
-
-
-def symmetric_nearest(
-    x: torch.Tensor, sq: torch.Tensor, k: int, side: int = 4096
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``k`` nearest rows of every row of ``x`` (itself included) by squared Euclidean distance, in exact
-    ``(distance, index)`` order, their distances and each row's largest distance, from half the products.
-
-    The N x N matrix is symmetric: it is computed in ``side`` x ``side`` blocks on and above the diagonal
-    only, and each block serves its rows and (transposed) its columns; a diagonal block is made exactly
-    symmetric (its upper triangle mirrored), so ``D(i, j)`` and ``D(j, i)`` are the same float32 number.
-    Each row keeps its best ``k`` as int64 keys ``(distance bits, column)``, merged block by block.
-    """
-    n = x.shape[0]
-    keys = torch.full((n, k), INT64_MAX, dtype=torch.int64, device=x.device)
-    row_max = torch.full((n,), float("-inf"), dtype=torch.float32, device=x.device)
-
-    def merge(rows: slice, d: torch.Tensor, offset: int) -> None:
-        torch.maximum(row_max[rows], d.max(1).values, out=row_max[rows])
-        width = min(k, d.shape[1])
-        with serial_on_cpu(d.device):
-            local = nearest_in_order(d, width)
-            new = order_keys(d.gather(1, local), local + offset)
-            merged = torch.cat([keys[rows], new], 1)
-            keys[rows] = merged.topk(k, dim=1, largest=False, sorted=True).values
-
-    for a in range(0, n, side):
-        rows_a = slice(a, min(a + side, n))
-        for b in range(a, n, side):
-            rows_b = slice(b, min(b + side, n))
-            d = _squared_block(x[rows_a], sq[rows_a], x[rows_b], sq[rows_b])
-            if a == b:
-                d.triu_().add_(d.triu(1).T)  # the upper triangle mirrored: exactly symmetric
-            merge(rows_a, d, b)
-            if a != b:
-                merge(rows_b, d.T.contiguous(), a)
-            del d
-    columns = keys & 0xFFFFFFFF
-    # squared distances are >= +0.0, whose float bits order like the numbers: the key's high half is them
-    values = (keys >> 32).to(torch.int32).view(torch.float32)
-    return columns, values, row_max
 
 
 @dataclass
@@ -197,7 +157,13 @@ class KReciprocalDistances:
         k1, k2 = self.k1, self.k2
         width = min(max(k1 + 1, k2), n)
         side = int(self.chunk_size) if self.chunk_size else SYMMETRIC_SIDE
-        neighbours, neighbour_d, row_max = symmetric_nearest(self.items, self.sq, width, side)
+        row_max = torch.full((n,), float("-inf"), dtype=torch.float32, device=self.items.device)
+        keys = symmetric_nearest_keys(
+            n, width, block_distance_function(self.items, "squared_euclidean"), side, False, row_max
+        )
+        neighbours = keys & 0xFFFFFFFF
+        # squared distances are >= +0.0, whose float bits order like the numbers: the key's high half
+        neighbour_d = (keys >> 32).to(torch.int32).view(torch.float32)
         self.row_max = row_max.double()
         self.neighbours = neighbours
         # the k-reciprocal sets and their expansion
