@@ -35,6 +35,17 @@ def block_distance_function(vectors: torch.Tensor, metric: str) -> BlockDistance
     return distances
 
 
+def _mirror_upper(d: torch.Tensor, tile: int = 256) -> None:
+    """Copy the upper triangle of the square ``d`` onto its lower one, in place, tile by tile (a whole-matrix
+    transposed copy runs out of cache and cost as much as the product itself)."""
+    n = d.shape[0]
+    for i in range(0, n, tile):
+        block = d[i : i + tile, i : i + tile]
+        block.copy_(block.triu() + block.triu(1).T)
+        for j in range(i + tile, n, tile):
+            d[j : j + tile, i : i + tile].copy_(d[i : i + tile, j : j + tile].T)
+
+
 def symmetric_nearest_keys(
     n: int, k: int, distances: BlockDistances, side: int, exclude_self: bool, row_max: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -53,6 +64,7 @@ def symmetric_nearest_keys(
         if width < 1:
             return
         with serial_on_cpu(d.device):
+            d = d.contiguous()  # a transposed block: one cache-friendly copy on one thread
             local = nearest_in_order(d, width)
             new = order_keys(d.gather(1, local), local + offset)
             merged = torch.cat([keys[rows], new], 1)
@@ -66,12 +78,13 @@ def symmetric_nearest_keys(
             if keys is None:
                 keys = torch.full((n, k), INT64_MAX, dtype=torch.int64, device=d.device)
             if a == b:
-                d.triu_().add_(d.triu(1).T)  # the upper triangle mirrored: exactly symmetric
+                with serial_on_cpu(d.device):
+                    _mirror_upper(d)
                 if exclude_self:
                     d.fill_diagonal_(float("nan"))  # excluded by nearest_in_order
                 merge(rows_a, d, b, int(exclude_self))
             else:
                 merge(rows_a, d, b, 0)
-                merge(rows_b, d.T.contiguous(), a, 0)
+                merge(rows_b, d.T, a, 0)
             del d
     return keys
