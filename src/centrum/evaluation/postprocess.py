@@ -40,17 +40,18 @@ import numpy as np
 import torch
 
 from centrum.distances import check_metric, l2_normalize
+from centrum.evaluation._inputs import ArrayLike
 from centrum.evaluation._ranking import auto_chunk_size, nearest_in_order, serial_on_cpu
 from centrum.evaluation._symmetric import block_distance_function, symmetric_nearest_keys
 from centrum.validation import check_embeddings
 
 # (query, support item, gallery item) triples accumulated at once for the Jaccard overlap of a block
-PAIR_ELEMENTS = 1 << 22
-# rows of a square block of the symmetric all-items distance pass (16M float32 distances, 64 MB)
-SYMMETRIC_SIDE = 4096
+PAIR_ELEMENTS = 1 << 20
+# rows of a square block of the symmetric all-items distance pass (8M float32 distances, 32 MB)
+SYMMETRIC_SIDE = 2896
 
 
-def _check_vectors(x, name: str, metric: str) -> torch.Tensor:
+def _check_vectors(x: ArrayLike, name: str, metric: str) -> torch.Tensor:
     check_metric(metric)
     if metric == "dot":
         raise ValueError(
@@ -119,10 +120,14 @@ class KReciprocalDistances:
     :func:`product_metrics`, which then evaluate one block at a time.
     """
 
+    # query x gallery pairs per block asked of :meth:`block` by the protocols: each block holds a few
+    # float64 B x G temporaries (overlaps, distances, the float64 ranking's argsort)
+    chunk_elements = 1 << 22
+
     def __init__(
         self,
-        query,
-        gallery,
+        query: ArrayLike,
+        gallery: ArrayLike,
         *,
         k1: int = 20,
         k2: int = 6,
@@ -147,10 +152,12 @@ class KReciprocalDistances:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(number of queries, number of gallery items)."""
         return self.num_query, self.num_gallery
 
     @property
     def device(self) -> torch.device:
+        """Where the embeddings and the sparse sets live (the blocks are computed there)."""
         return self.items.device
 
     def _build(self, n: int) -> None:
@@ -287,8 +294,8 @@ class KReciprocalDistances:
 
 
 def k_reciprocal_distances(
-    query,
-    gallery,
+    query: ArrayLike,
+    gallery: ArrayLike,
     *,
     k1: int = 20,
     k2: int = 6,
@@ -341,7 +348,13 @@ def _check_expansion(k: int, alpha: float) -> tuple[int, float]:
 
 
 def alpha_query_expansion(
-    query, gallery, *, k: int = 5, alpha: float = 3.0, same_set: bool = False, chunk_size: int | None = None
+    query: ArrayLike,
+    gallery: ArrayLike | None,
+    *,
+    k: int = 5,
+    alpha: float = 3.0,
+    same_set: bool = False,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """alpha-weighted average query expansion (alpha-QE; alpha = 0 is average QE).
 
@@ -360,7 +373,9 @@ def alpha_query_expansion(
     return _expanded(q, g, k, alpha, same_set, step)
 
 
-def database_augmentation(gallery, *, k: int = 5, alpha: float = 3.0, chunk_size: int | None = None) -> torch.Tensor:
+def database_augmentation(
+    gallery: ArrayLike, *, k: int = 5, alpha: float = 3.0, chunk_size: int | None = None
+) -> torch.Tensor:
     """Database-side augmentation (DBA): alpha-QE applied to every gallery embedding against the gallery.
 
     Each gallery embedding g becomes ``normalise(g + sum_{j <= k} max(cos(g, g_j), 0) ** alpha g_j)`` over its
