@@ -124,6 +124,54 @@ def _reader_options(items: list[str], dataset: str | None) -> dict:
     return options
 
 
+# --- re-ranking and query expansion: rows printed beside the plain ones ---------------------------------
+def _postprocessed_results(args: argparse.Namespace, arrays: dict) -> dict:
+    """One more row per protocol run, evaluated after ``--query-expansion`` and ``--rerank`` (if given)."""
+    from centrum.evaluation import evaluate_protocol, postprocess_arrays
+
+    if args.rerank is None and not args.query_expansion:
+        return {}
+    options = {
+        "rerank": args.rerank,
+        "k1": args.k1,
+        "k2": args.k2,
+        "lambda_value": args.lambda_value,
+        "query_expansion": args.query_expansion,
+        "qe_k": args.qe_k,
+        "qe_alpha": args.qe_alpha,
+        "metric": args.metric,
+        "chunk_size": args.chunk_size or None,
+    }
+    rows = {}
+    for name, protocol, kw in _protocol_runs(args):
+        processed, label = postprocess_arrays(protocol, arrays, **options)
+        if label:
+            rows[f"{name} + {label}"] = evaluate_protocol(protocol, processed, **kw)
+    return rows
+
+
+def _add_postprocess_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rerank",
+        choices=("k-reciprocal",),
+        help="also report the per-image protocols after k-reciprocal re-ranking (Zhong et al. 2017)",
+    )
+    p.add_argument("--k1", type=int, default=20, help="--rerank: k-reciprocal neighbourhood size (default 20)")
+    p.add_argument("--k2", type=int, default=6, help="--rerank: local query expansion size (default 6)")
+    p.add_argument(
+        "--lambda", dest="lambda_value", type=float, default=0.3, help="--rerank: weight of the original distance"
+    )
+    p.add_argument(
+        "--query-expansion",
+        nargs="+",
+        choices=("alpha-qe", "dba"),
+        default=[],
+        help="also report after alpha-weighted query expansion and/or database-side augmentation (DBA first)",
+    )
+    p.add_argument("--qe-k", type=int, default=5, help="--query-expansion: neighbours averaged (default 5)")
+    p.add_argument("--qe-alpha", type=float, default=3.0, help="--query-expansion: similarity exponent (default 3)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and optionally write the metrics (fractions) as JSON."""
     from centrum.evaluation import evaluate_protocol, format_metrics_table
@@ -141,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--protocol is required with --embeddings")
         arrays = load_npz(args.embeddings)
     results = {name: evaluate_protocol(protocol, arrays, **kw) for name, protocol, kw in _protocol_runs(args)}
+    results.update(_postprocessed_results(args, arrays))
     print(format_metrics_table(results))
     if "reid-centroids" in results or "products-centroids" in results:
         print("(centroid rows average the gallery by its labels; compare them only with other centroid results)")
@@ -210,4 +259,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kmeans", default="auto", choices=("auto", "sklearn", "faiss"), help="dml: k-means backend")
     p.add_argument("--seed", type=int, default=0, help="dml: k-means seed")
     p.add_argument("--chunk-size", type=int, default=None, help="queries per block (default: automatic)")
+    _add_postprocess_arguments(p)
     p.set_defaults(func=run)

@@ -116,6 +116,17 @@ def query_gallery_blocks(
         if query is not None or gallery is not None:
             raise ValueError("give either query and gallery embeddings or distances, not both")
         check_metric(metric)
+        if hasattr(distances, "block") and hasattr(distances, "ranks"):  # computed block by block (re-ranked)
+            num_query, num_gallery = distances.shape
+            labels = []
+            for name, value, n in (
+                ("query_labels", query_labels, num_query),
+                ("gallery_labels", gallery_labels, num_gallery),
+            ):
+                if value is None:
+                    raise ValueError(f"{name} is required")
+                labels.append(check_labels(value, n, name, "distances").to(distances.device))
+            return distances, labels[0], labels[1]
         d, ql, gl = check_distances(distances, query_labels, gallery_labels)
         return DistanceBlocks.from_matrix(d), ql, gl
     if query is None or gallery is None:

@@ -17,6 +17,7 @@ from centrum.evaluation._ranking import (
     order_keys,
     serial_on_cpu,
 )
+from centrum.evaluation._symmetric import block_distance_function, symmetric_nearest_keys
 from centrum.evaluation.clustering import kmeans_labels, normalized_mutual_info, pairwise_f1
 from centrum.validation import check_embeddings_labels
 
@@ -24,6 +25,8 @@ DML_RECALL_KS = (1, 2, 4, 8)
 SOP_RECALL_KS = (1, 10, 100, 1000)
 # query x item pairs per block (128 MB of float32 distances): the N x N product runs near full speed
 DML_CHUNK_ELEMENTS = 1 << 25
+# rows of a square block of the symmetric pass (32M float32 distances, 128 MB)
+DML_SIDE = 5792
 
 
 def dml_metrics(
@@ -57,22 +60,16 @@ def dml_metrics(
     n = e.shape[0]
     _, inverse, class_sizes = torch.unique(lab, return_inverse=True, return_counts=True)
     others = class_sizes[inverse] - 1  # R of every query
-    step = auto_chunk_size(n, n, chunk_size, DML_CHUNK_ELEMENTS)
-    firsts, maps, rprec = [], [], []
-    for start in range(0, n, step):
-        rows = torch.arange(start, min(start + step, n), device=e.device)
-        dist = prepared.distances(prepared.vectors[rows])
-        with serial_on_cpu(dist.device):
-            first, map_at_r, r_precision = _chunk_scores(dist, rows, lab, others[rows], groups, ks[-1])
-        firsts.append(first)
-        maps.append(map_at_r)
-        rprec.append(r_precision)
-    first = torch.cat(firsts)
+    if n > 1:
+        first, map_at_r, r_precision = _symmetric_scores(prepared, metric, lab, others, groups, ks[-1], chunk_size)
+    else:  # nobody else to rank
+        first = torch.full((1,), INT64_MAX, dtype=torch.int64, device=e.device)
+        map_at_r = r_precision = torch.zeros(1, dtype=torch.float64, device=e.device)
     valid = others > 0
     metrics: dict = {f"Recall@{k}": float((first <= k).double().mean()) for k in ks}
     if bool(valid.any()):
-        metrics["MAP@R"] = float(torch.cat(maps)[valid].mean())
-        metrics["R-Precision"] = float(torch.cat(rprec)[valid].mean())
+        metrics["MAP@R"] = float(map_at_r[valid].mean())
+        metrics["R-Precision"] = float(r_precision[valid].mean())
     else:
         metrics["MAP@R"] = metrics["R-Precision"] = float("nan")
     if clustering:
@@ -83,6 +80,58 @@ def dml_metrics(
     metrics["num_queries"] = n
     metrics["num_queries_with_match"] = int(valid.sum())
     return metrics
+
+
+def _neighbour_scores(
+    neighbours: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor, others: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """First-hit rank within the lists (int64 max: none), MAP@R and R-Precision from the exact nearest lists
+    (B x k, k >= every R of the block) of the queries ``rows``."""
+    B, k = neighbours.shape
+    hits = labels[neighbours] == labels[rows][:, None]
+    position = torch.arange(1, k + 1, device=neighbours.device, dtype=torch.float64)
+    r = others.double()
+    safe_r = r.clamp_min(1.0)
+    within_r = hits & (position[None, :] <= r[:, None])
+    precision = hits.cumsum(1).double() / position[None, :]
+    map_at_r = torch.where(within_r, precision, 0.0).sum(1) / safe_r
+    r_precision = within_r.sum(1).double() / safe_r
+    inf_rank = torch.full((B,), INT64_MAX, dtype=torch.int64, device=neighbours.device)
+    first = torch.where(hits.any(1), hits.to(torch.uint8).argmax(1) + 1, inf_rank)
+    return first, map_at_r, r_precision
+
+
+def _symmetric_scores(
+    prepared: PreparedGallery,
+    metric: str,
+    labels: torch.Tensor,
+    others: torch.Tensor,
+    groups: LabelGroups,
+    max_k: int,
+    chunk_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """First-hit rank, MAP@R and R-Precision of every item, from the symmetric N x N distances computed once
+    per block pair (:mod:`centrum.evaluation._symmetric`: about half the products of a query-by-query pass).
+
+    One pass keeps each item's exact ``k`` nearest others (k = max(R, min(max K, 32))); the few queries
+    without a relevant item among them are then done by :func:`_chunk_scores` on their recomputed rows,
+    so that each query's scores come from one row of distances.
+    """
+    n = labels.shape[0]
+    k = min(n - 1, max(int(others.max()), min(max_k, 32), 1))
+    side = int(chunk_size) if chunk_size else DML_SIDE
+    keys = symmetric_nearest_keys(n, k, block_distance_function(prepared.vectors, metric), side, True)
+    rows = torch.arange(n, device=keys.device)
+    first, map_at_r, r_precision = _neighbour_scores(keys & 0xFFFFFFFF, rows, labels, others)
+    del keys
+    beyond = ((first == INT64_MAX) & (others > 0)).nonzero().flatten()
+    step = auto_chunk_size(int(beyond.numel()), n, chunk_size, DML_CHUNK_ELEMENTS)
+    for start in range(0, int(beyond.numel()), step):
+        sub = beyond[start : start + step]
+        dist = prepared.distances(prepared.vectors[sub])
+        with serial_on_cpu(dist.device):
+            first[sub], map_at_r[sub], r_precision[sub] = _chunk_scores(dist, sub, labels, others[sub], groups, max_k)
+    return first, map_at_r, r_precision
 
 
 def _chunk_scores(
@@ -103,17 +152,8 @@ def _chunk_scores(
     local = torch.arange(B, device=dist.device)
     dist[local, rows] = float("nan")  # the query itself: excluded from every comparison below
     k = min(n - 1, max(int(others.max()), min(max_k, 32), 1))
-    neighbours = nearest_in_order(dist, k)
-    hits = labels[neighbours] == labels[rows][:, None]
-    position = torch.arange(1, k + 1, device=dist.device, dtype=torch.float64)
-    r = others.double()
-    safe_r = r.clamp_min(1.0)
-    within_r = hits & (position[None, :] <= r[:, None])
-    precision = hits.cumsum(1).double() / position[None, :]
-    map_at_r = torch.where(within_r, precision, 0.0).sum(1) / safe_r
-    r_precision = within_r.sum(1).double() / safe_r
-    found = hits.any(1)
-    first = torch.where(found, hits.to(torch.uint8).argmax(1) + 1, inf_rank)
+    first, map_at_r, r_precision = _neighbour_scores(nearest_in_order(dist, k), rows, labels, others)
+    found = first != INT64_MAX
     beyond = (~found & (others > 0)).nonzero().flatten()
     if beyond.numel():
         candidates, present = groups.members(labels[rows[beyond]])

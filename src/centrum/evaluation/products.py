@@ -7,7 +7,14 @@ from collections.abc import Sequence
 import torch
 
 from centrum.evaluation._inputs import ArrayLike, check_ks, check_query_gallery, query_gallery_blocks
-from centrum.evaluation._ranking import DistanceBlocks, LabelGroups, auto_chunk_size, score_queries, serial_on_cpu
+from centrum.evaluation._ranking import (
+    CHUNK_ELEMENTS,
+    DistanceBlocks,
+    LabelGroups,
+    auto_chunk_size,
+    score_queries,
+    serial_on_cpu,
+)
 
 PRODUCT_KS = (1, 10, 20, 30, 50)
 
@@ -65,7 +72,8 @@ def product_metrics(
         blocks, ql, gl = query_gallery_blocks(query, gallery, query_labels, gallery_labels, distances, metric)
     num_query, num_gallery = blocks.shape
     groups = LabelGroups(gl)
-    step = auto_chunk_size(num_query, num_gallery, chunk_size)
+    # lazily computed distances (re-ranking) may ask for smaller blocks: theirs hold several B x G temporaries
+    step = auto_chunk_size(num_query, num_gallery, chunk_size, getattr(blocks, "chunk_elements", CHUNK_ELEMENTS))
     firsts, aps, nrel = [], [], []
     for start in range(0, num_query, step):
         rows = slice(start, start + step)

@@ -14,6 +14,7 @@ import torch
 
 from centrum.evaluation._inputs import ArrayLike, check_cameras, check_query_gallery, query_gallery_blocks
 from centrum.evaluation._ranking import (
+    CHUNK_ELEMENTS,
     LabelGroups,
     PreparedGallery,
     auto_chunk_size,
@@ -103,7 +104,8 @@ def reid_metrics(
     num_query, num_gallery = blocks.shape
     qc, gc = check_cameras(query_cameras, gallery_cameras, num_query, num_gallery, ql.device)
     groups = LabelGroups(gl)
-    step = auto_chunk_size(num_query, num_gallery, chunk_size)
+    # lazily computed distances (re-ranking) may ask for smaller blocks: theirs hold several B x G temporaries
+    step = auto_chunk_size(num_query, num_gallery, chunk_size, getattr(blocks, "chunk_elements", CHUNK_ELEMENTS))
     firsts, aps, inps, nrel = [], [], [], []
     for start in range(0, num_query, step):
         rows = slice(start, start + step)
