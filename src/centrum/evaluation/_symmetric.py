@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from centrum.distances import Metric
 from centrum.evaluation._ranking import INT64_MAX, nearest_in_order, order_keys, serial_on_cpu
 
 BlockDistances = Callable[[slice, slice], torch.Tensor]
@@ -20,17 +21,13 @@ BlockDistances = Callable[[slice, slice], torch.Tensor]
 
 def block_distance_function(vectors: torch.Tensor, metric: str) -> BlockDistances:
     """``f(rows, cols)``: the float32 distances (smaller = closer) between two row ranges of prepared
-    ``vectors`` (L2-normalised already for ``"cosine"``), with the formulas of the query x gallery path:
-    ``1 - a.b``, ``-a.b``, ``|a|^2 + |b|^2 - 2 a.b`` (clamped at 0) and its square root (of at least 1e-12)."""
-    sq = (vectors * vectors).sum(1) if "euclidean" in metric else None
+    ``vectors`` (L2-normalised already for ``"cosine"``): :meth:`centrum.distances.Metric.product_distances`,
+    the query x gallery path's own formulas, with the squared norms computed once."""
+    m = Metric(metric)
+    sq = (vectors * vectors).sum(1) if m.name in ("euclidean", "squared_euclidean") else None
 
     def distances(rows: slice, cols: slice) -> torch.Tensor:
-        a, b = vectors[rows], vectors[cols]
-        if sq is None:
-            dots = a @ b.T
-            return dots.neg_().add_(1.0) if metric == "cosine" else dots.neg_()
-        d2 = (sq[rows][:, None] + sq[cols][None, :]).addmm_(a, b.T, alpha=-2.0).clamp_min_(0.0)
-        return d2 if metric == "squared_euclidean" else d2.clamp_min_(1e-12).sqrt_()
+        return m.product_distances(vectors[rows], vectors[cols], None if sq is None else sq[cols])
 
     return distances
 
