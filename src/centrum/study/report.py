@@ -186,6 +186,14 @@ def _legend(ax, n: int) -> None:
         ax.legend(fontsize=6, loc="best", ncol=1 if n <= 6 else 2)
 
 
+def _finish(fig: Any, path: Path, title: str, caption: str) -> Picture:
+    """Lay out, save (atomically) and close ``fig``; the picture with its title and one-line caption."""
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return Picture(path, title, caption)
+
+
 def figure_curves(results: StudyResults, path: Path) -> Picture | None:
     """Training loss per step and the main metric per evaluated epoch, every arm on shared axes."""
     arms = _arms(results)
@@ -214,10 +222,8 @@ def figure_curves(results: StudyResults, path: Path) -> Picture | None:
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
     _legend(ax_metric, len(arms))
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return Picture(
+    return _finish(
+        fig,
         path,
         "Training curves of all arms",
         "Look for arms whose test metric is still rising at the last epoch (under-trained at this budget) and for "
@@ -255,10 +261,8 @@ def figure_synthetic(results: StudyResults, path: Path) -> Picture | None:
     )
     ax.grid(alpha=0.3)
     _legend(ax, len(arms))
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return Picture(
+    return _finish(
+        fig,
         path,
         "Symm's share of synthetic negatives over training",
         "The paper reports synthetic points being chosen as the hardest negatives for a large share of anchors "
@@ -305,10 +309,8 @@ def figure_heatmap(results: StudyResults, path: Path) -> Picture | None:
     ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
     ax.set(title=f"{results.study.metric} over alpha x beta", xlabel="beta", ylabel="alpha")
     fig.colorbar(image, ax=ax, label=results.study.metric)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return Picture(
+    return _finish(
+        fig,
         path,
         "Symm's alpha x beta ablation",
         "The paper finds alpha = 2, beta = 1 (a true reflection) best; look at whether differences across the "
@@ -335,10 +337,8 @@ def figure_topk(results: StudyResults, path: Path) -> Picture | None:
         ylabel=results.study.metric,
     )
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return Picture(
+    return _finish(
+        fig,
         path,
         "Symm's hardness ablation (top-k)",
         "The paper finds k = 1 (only the hardest) best; a flat curve within the error bars means the choice does "
@@ -415,10 +415,8 @@ def figure_centroids(results: StudyResults, path: Path) -> Picture | None:
     ax.set(title="Per-image vs centroid retrieval", xlabel="arm and metric", ylabel="metric value (mean +- std)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return Picture(
+    return _finish(
+        fig,
         path,
         "Per-image vs centroid retrieval",
         "The CTL paper reports centroid retrieval at least as good as per-image retrieval for the CTL model; "
@@ -463,10 +461,8 @@ def figure_step_cost(results: StudyResults, path: Path) -> Picture | None:
     ax_m.set(title="working memory per step (median)", xlabel="arm (orange: with Symm)", ylabel="MiB")
     for ax in (ax_t, ax_m):
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return Picture(
+    return _finish(
+        fig,
         path,
         "Time and memory per training step",
         f"Symm's cost is the gap between each loss's orange and blue bars (memory measured as: {arms[0][3]}); "
