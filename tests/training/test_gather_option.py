@@ -92,3 +92,77 @@ def test_one_process_training_with_the_option_equals_the_run_without(tiny_config
     for key in state_a:
         torch.testing.assert_close(state_b[key], state_a[key], rtol=0, atol=1e-6, msg=key)
     assert gathered.metrics == plain.metrics
+
+
+# A script, because torch.multiprocessing's spawn re-imports the main module in each child.
+TWO_RANKS = r"""
+import json, sys
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from centrum.training.config import CTLObjectiveConfig, MetricObjectiveConfig
+from centrum.training.module import build_objective
+
+SPLIT = 12  # rank 0 holds classes 0-2, rank 1 classes 3-5 (the P x M sampler gives ranks disjoint classes)
+
+
+def worker(rank, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/init", rank=rank, world_size=2)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(6).repeat_interleave(4)
+    raw, logits = torch.randn(24, 16, generator=g), torch.randn(24, 6, generator=g)
+    part = slice(0, SPLIT) if rank == 0 else slice(SPLIT, 24)
+    out = {}
+    configs = {"ctl": CTLObjectiveConfig(gather_across_ranks=True),
+               "symm": MetricObjectiveConfig(loss="triplet", symm=True, gather_across_ranks=True)}
+    for kind, config in configs.items():
+        torch.manual_seed(0)
+        objective = build_objective(config, 6, 16)
+        local = raw[part].clone().requires_grad_(True)
+        terms = objective({"raw": local, "bn": local, "logits": logits[part]}, labels[part])
+        terms["loss"].backward()
+        out[kind] = {"terms": {k: float(v) for k, v in terms.items()}, "grad": local.grad.tolist()}
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump(out, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[1],), nprocs=2)
+"""
+
+
+def test_two_gloo_ranks_compute_the_batch_terms_of_the_whole_batch(tmp_path: Path) -> None:
+    """On two CPU processes the gathered terms (CTL: triplet, centroid triplet; metric: triplet + Symm) equal
+    the one-process objective on the concatenated batch, and each rank's embedding gradient is the world size
+    times its rows of the one-process gradient (DDP's averaging then gives the one-process parameter gradient)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from centrum.training.config import CTLObjectiveConfig, MetricObjectiveConfig
+
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=300, env=env)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(6).repeat_interleave(4)
+    raw, logits = torch.randn(24, 16, generator=g), torch.randn(24, 6, generator=g)
+    configs = {"ctl": CTLObjectiveConfig(), "symm": MetricObjectiveConfig(loss="triplet", symm=True)}
+    for kind, config in configs.items():
+        torch.manual_seed(0)
+        objective = build_objective(config, 6, 16)
+        whole = raw.clone().requires_grad_(True)
+        terms = objective({"raw": whole, "bn": whole, "logits": logits}, labels)
+        gathered = ["triplet", "centroid_triplet"] if kind == "ctl" else ["loss"]
+        for rank in ranks:
+            for name in gathered:
+                assert rank[kind]["terms"][name] == pytest.approx(float(terms[name].detach()), abs=1e-6), (kind, name)
+        if kind == "symm":  # the whole objective is gathered: gradients compare directly
+            terms["loss"].backward()
+            local_grads = torch.tensor(ranks[0][kind]["grad"] + ranks[1][kind]["grad"])
+            torch.testing.assert_close(local_grads / 2, whole.grad, rtol=1e-5, atol=1e-6)
