@@ -144,6 +144,7 @@ def test_a_legacy_build_is_still_read_by_the_builtin_loader(tmp_path, data):
         (["--manifest", "MISSING"], "no shard manifest at"),
         (["--backend", "qdrant"], "exactly one of --qdrant-path DIR (local) or --qdrant-url URL"),
         (["--backend", "faiss-flat", "--qdrant-path", "x"], "need --backend qdrant"),
+        (["--backend", "faiss-ivf", "--kind", "image"], "--backend faiss-ivf is the built-in format's IVF-Flat"),
         (["--kind", "tree"], None),
     ],
 )
@@ -157,3 +158,13 @@ def test_bad_build_input_exits_2_with_one_line(tmp_path, data, capsys, args, nee
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err
         assert not (tmp_path / "o" / "centrum_index.json").exists()
+
+
+def test_an_unreachable_qdrant_server_is_one_line_exit_2(tmp_path, data, capsys):
+    pytest.importorskip("qdrant_client")
+    g, _ = write_npz(tmp_path, data)
+    url = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
+    assert main(["index", "build", "--embeddings", str(g), "--out", str(tmp_path / "o"), "--backend", "qdrant",
+                 "--qdrant-url", url]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"qdrant at {url}" in err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -161,16 +163,39 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def qdrant_errors(where: str) -> Iterator[None]:
+    """Turn a Qdrant server's connection or response error into a one-line ``ValueError`` naming ``where``."""
+    try:
+        yield
+    except Exception as exc:
+        module = type(exc).__module__ or ""
+        if not module.startswith(("qdrant_client", "httpx", "httpcore", "grpc")):
+            raise
+        raise ValueError(f"qdrant at {where}: {type(exc).__name__}: {exc}") from exc
+
+
 def build_backend(args: argparse.Namespace, gallery: Gallery) -> int:
     """Build through :func:`centrum.retrieval.backends.open_backend` and write ``centrum_index.json`` (plus,
     for torch/faiss, the backend's own files) into ``--out``: what ``centrum index search`` reopens."""
-    from centrum.io import atomic_write_json
-    from centrum.retrieval.backends import open_backend
 
-    name = "faiss-ivfpq" if args.backend == "faiss-ivf" else args.backend
+    if args.backend == "faiss-ivf":
+        raise ValueError(
+            "--backend faiss-ivf is the built-in format's IVF-Flat (without --kind); "
+            "the backend interface's inverted file is --backend faiss-ivfpq"
+        )
+    name = args.backend
     kind = args.kind or ("centroid" if args.centroids else "image")
     options = qdrant_options(args) if name == "qdrant" else {}
     dim = int(gallery.vectors.shape[1])
+    with qdrant_errors(options.get("url") or options.get("path") or ""):
+        return _build_backend(args, gallery, name, kind, options, dim)
+
+
+def _build_backend(args: argparse.Namespace, gallery: Gallery, name: str, kind: str, options: dict, dim: int) -> int:
+    from centrum.io import atomic_write_json
+    from centrum.retrieval.backends import open_backend
+
     index = open_backend(name, dim, kind=kind, metric=args.metric, **options)
     try:
         if len(index):
@@ -234,7 +259,10 @@ class BackendIndex:
                 options["url"] = where.get("url")
                 if where.get("api_key_file"):
                     options["api_key"] = pathlib.Path(where["api_key_file"]).read_text().strip()
-            self.engine = open_backend("qdrant", int(info["dim"]), kind=info["kind"], metric=info["metric"], **options)
+            with qdrant_errors(options.get("url") or options.get("path") or ""):
+                self.engine = open_backend(
+                    "qdrant", int(info["dim"]), kind=info["kind"], metric=info["metric"], **options
+                )
         else:
             self.engine = load_backend(directory)
         self.dim = int(self.engine.dim)
@@ -242,7 +270,8 @@ class BackendIndex:
     def search(self, queries: np.ndarray, k: int) -> SimpleNamespace:
         """Top-k of each query, as ``indices`` (entry ids; class labels for a centroid index), ``labels``,
         ``distances`` and ``paths`` (``None`` when no entry has one)."""
-        hits = self.engine.search(queries, k)
+        with qdrant_errors(str(getattr(self.engine, "collection", ""))):
+            hits = self.engine.search(queries, k)
         paths = hits.paths if any(str(p) for p in hits.paths.ravel()) else None
         return SimpleNamespace(indices=hits.ids, labels=hits.labels, distances=hits.distances, paths=paths)
 
