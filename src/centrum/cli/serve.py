@@ -22,7 +22,7 @@ def search_engines(args: argparse.Namespace, dim: int, metric: str) -> tuple | N
     """``--backend qdrant``: an image collection and a centroid collection, emptied and then filled from the
     index folder by the store (the folder's snapshot and journal stay the record of truth); ``None`` for the
     built-in torch index."""
-    backend = getattr(args, "backend", "torch")
+    backend = args.backend
     flags = [args.qdrant_path, args.qdrant_url, args.qdrant_api_key_file]
     if backend == "torch":
         if any(v is not None for v in flags):
