@@ -1,7 +1,9 @@
 """The service's index: per-image and per-class search, class names, ids, and durable writes.
 
-:class:`IndexStore` is the one interface the service reaches the index through (a later backend, e.g. Qdrant,
-implements the same methods). It wraps :class:`~centrum.retrieval.EmbeddingIndex` (one row per image) and
+:class:`IndexStore` is the one interface the service reaches the index through. Its searches run on the
+built-in exact index, or (``engines=``) on an image index and a centroid store of the backend interface
+(:mod:`centrum.retrieval.backends`, e.g. Qdrant), mirrored from the journalled state at start and on every
+write. It wraps :class:`~centrum.retrieval.EmbeddingIndex` (one row per image) and
 :class:`~centrum.retrieval.CentroidIndex` (one running-mean centroid per class) and keeps the class name <->
 label table and the image ids itself.
 
