@@ -104,3 +104,23 @@ def test_centrum_serve_on_qdrant_serves_search_and_enrolment(tmp_path, model_fil
             assert hit["results"][0]["hits"][0]["id"] == ids[3]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--backend", "qdrant"], "exactly one of --qdrant-path DIR (local) or --qdrant-url URL"),
+        (["--qdrant-path", "somewhere"], "need --backend qdrant"),
+        (["--backend", "qdrant", "--qdrant-url", "http://127.0.0.1:9"], "qdrant at http://127.0.0.1:9"),
+    ],
+)
+def test_bad_qdrant_flags_stop_serve_with_one_line_before_a_port_opens(tmp_path, model_files, extra, needle):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "centrum", "serve", "--index", str(tmp_path / "idx"), "--onnx",
+               str(model_files["onnx"]), "--no-auth", "--port", "9", *extra]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("centrum serve: error:")]
+    assert len(lines) == 1 and needle in lines[0]
