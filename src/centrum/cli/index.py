@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -15,6 +19,8 @@ BUILD_EXAMPLE = """example:
   centrum embed gallery/ --checkpoint model.ckpt --out gallery.npz
   centrum index build --embeddings gallery.npz --out gallery-index            # one entry per image
   centrum index build --embeddings gallery.npz --out classes --centroids      # one entry per class
+  centrum index build --manifest shards/ --backend faiss-hnsw --kind image --out hnsw-index
+  centrum index build --embeddings gallery.npz --backend qdrant --qdrant-path qdrant-data --out q-index
 
 The index keeps the class names of the .npz (class_names) and absolute image paths.
 """
@@ -41,38 +47,248 @@ def _matrix(values: np.ndarray, path: str, what: str) -> np.ndarray:
     return values
 
 
-def build(args: argparse.Namespace) -> int:
-    """Build an index from the gallery (or embeddings) of an .npz and save it to ``--out``."""
-    from centrum.retrieval import CentroidIndex, EmbeddingIndex
+LEGACY_BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-ivf", "faiss-hnsw")
+BACKEND_CHOICES: tuple[str, ...] = ("torch", "faiss-flat", "faiss-ivfpq", "faiss-hnsw", "qdrant", "faiss-ivf")
+INDEX_INFO_FILE = "centrum_index.json"  # written by a backend build: backend, kind, class names, where Qdrant is
 
+
+@dataclass
+class Gallery:
+    """The entries to index: embeddings (N x D) with optional labels, absolute paths and cameras, and the
+    class names of the labels."""
+
+    vectors: np.ndarray
+    labels: np.ndarray | None
+    paths: list[str] | None
+    cameras: np.ndarray | None
+    names: dict[int, str]
+    source: str
+
+
+def read_gallery(args: argparse.Namespace) -> Gallery:
+    """The gallery of ``--embeddings X.npz`` (gallery/embeddings, labels, paths, cameras, class names) or of
+    ``--manifest M`` (the shards of ``centrum embed --shard``, concatenated in input order)."""
+    if args.manifest is not None:
+        from centrum.inference.shards import load_manifest
+
+        shards = load_manifest(args.manifest)
+        if shards.embeddings.shape[0] == 0:
+            raise ValueError(f"--manifest {args.manifest} holds no embeddings")
+        return Gallery(
+            shards.embeddings,
+            shards.labels,
+            [_inputs.absolute_path(p) for p in shards.paths],
+            shards.cameras,
+            dict(enumerate(shards.class_names)),
+            str(args.manifest),
+        )
     arrays = load_npz(args.embeddings)
     vectors = _matrix(
         _first(arrays, ("gallery", "embeddings"), "embeddings", args.embeddings), args.embeddings, "embeddings"
     )
     labels = _first(arrays, ("gallery_labels", "labels"), "", args.embeddings)
-    names = _inputs.class_table(arrays, "gallery_")
-    if args.centroids:
-        if labels is None:
-            raise ValueError(
-                f"{args.embeddings} has no labels array (gallery_labels or labels): a centroid index needs labels"
-            )
-        if len(labels) == len(vectors) and (labels < 0).any():
-            raise ValueError(
-                f"{args.embeddings}: {int((labels < 0).sum())} image(s) have no class (label -1); a centroid index "
-                "needs a class for every image (put them in class sub-folders)"
-            )
-        index = CentroidIndex(vectors.shape[1], metric=args.metric)
-        index.add(vectors, labels)
+    paths = _first(arrays, ("gallery_paths", "paths"), "", args.embeddings)
+    cameras = _first(arrays, ("gallery_cameras", "cameras"), "", args.embeddings)
+    stored = None if paths is None else [_inputs.absolute_path(str(p)) for p in paths]
+    return Gallery(vectors, labels, stored, cameras, _inputs.class_table(arrays, "gallery_"), args.embeddings)
+
+
+def _check_centroid_labels(gallery: Gallery) -> np.ndarray:
+    labels = gallery.labels
+    if labels is None:
+        raise ValueError(
+            f"{gallery.source} has no labels array (gallery_labels or labels): a centroid index needs labels"
+        )
+    if len(labels) == len(gallery.vectors) and (labels < 0).any():
+        raise ValueError(
+            f"{gallery.source}: {int((labels < 0).sum())} image(s) have no class (label -1); a centroid index "
+            "needs a class for every image (put them in class sub-folders)"
+        )
+    return labels
+
+
+def uses_backend_format(args: argparse.Namespace) -> bool:
+    """True when ``index build`` writes through the backend interface (``--kind`` given, or a backend only
+    it has: faiss-ivfpq, qdrant); otherwise it writes the format ``centrum search`` and ``centrum serve`` read."""
+    return args.kind is not None or args.backend not in LEGACY_BACKENDS
+
+
+def qdrant_options(args: argparse.Namespace) -> dict:
+    """``path=`` or ``url=`` (+ ``api_key=`` read from ``--qdrant-api-key-file``) and ``collection=`` of the
+    qdrant flags; a ``ValueError`` naming the flag when they do not fit."""
+    if (args.qdrant_path is None) == (args.qdrant_url is None):
+        raise ValueError("--backend qdrant needs exactly one of --qdrant-path DIR (local) or --qdrant-url URL")
+    options: dict = {}
+    if args.qdrant_path is not None:
+        if args.qdrant_api_key_file is not None:
+            raise ValueError("--qdrant-api-key-file goes with --qdrant-url, not --qdrant-path")
+        options["path"] = str(pathlib.Path(args.qdrant_path).expanduser().resolve())
     else:
-        index = EmbeddingIndex(vectors.shape[1], metric=args.metric, backend=args.backend)
-        paths = _first(arrays, ("gallery_paths", "paths"), "", args.embeddings)
-        cameras = _first(arrays, ("gallery_cameras", "cameras"), "", args.embeddings)
-        stored = None if paths is None else [_inputs.absolute_path(str(p)) for p in paths]
-        index.add(vectors, labels, stored, cameras)
+        options["url"] = args.qdrant_url
+        if args.qdrant_api_key_file is not None:
+            key_file = pathlib.Path(args.qdrant_api_key_file)
+            if not key_file.is_file():
+                raise FileNotFoundError(f"--qdrant-api-key-file {key_file} does not exist")
+            options["api_key"] = key_file.read_text().strip()
+    if args.collection is not None:
+        options["collection"] = args.collection
+    return options
+
+
+def build(args: argparse.Namespace) -> int:
+    """Build an index from ``--embeddings`` (an .npz) or ``--manifest`` (embedding shards) into ``--out``."""
+    if args.backend not in BACKEND_CHOICES:
+        raise ValueError(f"unknown --backend {args.backend!r}; choose one of {', '.join(BACKEND_CHOICES[:-1])}")
+    if args.kind is not None and args.centroids and args.kind != "centroid":
+        raise ValueError(f"--centroids contradicts --kind {args.kind}")
+    qdrant_flags = [args.qdrant_path, args.qdrant_url, args.qdrant_api_key_file, args.collection]
+    if args.backend != "qdrant" and any(v is not None for v in qdrant_flags):
+        raise ValueError(f"--qdrant-path/--qdrant-url/--qdrant-api-key-file/--collection need --backend qdrant, "
+                         f"not {args.backend}")  # fmt: skip
+    gallery = read_gallery(args)
+    if uses_backend_format(args):
+        return build_backend(args, gallery)
+    from centrum.retrieval import CentroidIndex, EmbeddingIndex
+
+    if args.centroids:
+        index = CentroidIndex(gallery.vectors.shape[1], metric=args.metric)
+        index.add(gallery.vectors, _check_centroid_labels(gallery))
+    else:
+        index = EmbeddingIndex(gallery.vectors.shape[1], metric=args.metric, backend=args.backend)
+        index.add(gallery.vectors, gallery.labels, gallery.paths, gallery.cameras)
+    names = gallery.names
     index.class_names = {label: name for label, name in names.items()}
     index.save(args.out)
     print(f"saved {index!r} to {args.out}" + (f" with {len(names)} class names" if names else ""))
     return 0
+
+
+@contextlib.contextmanager
+def qdrant_errors(where: str) -> Iterator[None]:
+    """Turn a Qdrant server's connection or response error into a one-line ``ValueError`` naming ``where``."""
+    try:
+        yield
+    except Exception as exc:
+        module = type(exc).__module__ or ""
+        if not module.startswith(("qdrant_client", "httpx", "httpcore", "grpc")):
+            raise
+        raise ValueError(f"qdrant at {where}: {type(exc).__name__}: {exc}") from exc
+
+
+def build_backend(args: argparse.Namespace, gallery: Gallery) -> int:
+    """Build through :func:`centrum.retrieval.backends.open_backend` and write ``centrum_index.json`` (plus,
+    for torch/faiss, the backend's own files) into ``--out``: what ``centrum index search`` reopens."""
+
+    if args.backend == "faiss-ivf":
+        raise ValueError(
+            "--backend faiss-ivf is the built-in format's IVF-Flat (without --kind); "
+            "the backend interface's inverted file is --backend faiss-ivfpq"
+        )
+    name = args.backend
+    kind = args.kind or ("centroid" if args.centroids else "image")
+    options = qdrant_options(args) if name == "qdrant" else {}
+    dim = int(gallery.vectors.shape[1])
+    with qdrant_errors(options.get("url") or options.get("path") or ""):
+        return _build_backend(args, gallery, name, kind, options, dim)
+
+
+def _build_backend(args: argparse.Namespace, gallery: Gallery, name: str, kind: str, options: dict, dim: int) -> int:
+    from centrum.io import atomic_write_json
+    from centrum.retrieval.backends import open_backend
+
+    index = open_backend(name, dim, kind=kind, metric=args.metric, **options)
+    try:
+        if len(index):
+            raise ValueError(
+                f"qdrant collection {getattr(index, 'collection', '?')!r} already holds {len(index)} entries: "
+                "choose another --collection or delete it"
+            )
+        n = len(gallery.vectors)
+        if kind == "centroid":
+            index.add(gallery.vectors, _check_centroid_labels(gallery))
+        else:
+            labels = np.full(n, -1, np.int64) if gallery.labels is None else gallery.labels
+            index.add(gallery.vectors, labels, gallery.paths, gallery.cameras)
+        args.out.mkdir(parents=True, exist_ok=True)
+        if name != "qdrant":
+            index.save(args.out)
+        info = {
+            "backend": name,
+            "kind": kind,
+            "dim": dim,
+            "metric": args.metric,
+            "class_names": {str(k): v for k, v in gallery.names.items()},
+        }
+        if name == "qdrant":
+            info["qdrant"] = {
+                "path": options.get("path"),
+                "url": options.get("url"),
+                "api_key_file": None if args.qdrant_api_key_file is None else str(args.qdrant_api_key_file),
+                "collection": getattr(index, "collection", None),
+            }
+        atomic_write_json(args.out / INDEX_INFO_FILE, info)
+        print(f"saved {index!r} with {len(index)} entries to {args.out}" + (
+            f" with {len(gallery.names)} class names" if gallery.names else ""))  # fmt: skip
+    finally:
+        if hasattr(index, "close"):
+            index.close()  # a local Qdrant folder admits one client at a time
+    return 0
+
+
+class BackendIndex:
+    """A saved backend index opened for ``index search``: its engine, class names and ``search`` giving the
+    legacy result fields (``indices``, ``labels``, ``distances``, ``paths``)."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        import json
+
+        from centrum.retrieval.backends import load_backend, open_backend
+
+        info_file = directory / INDEX_INFO_FILE
+        try:
+            info = json.loads(info_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{info_file} is not valid JSON: {exc}") from exc
+        self.class_names = {int(k): str(v) for k, v in (info.get("class_names") or {}).items()}
+        if info.get("backend") == "qdrant":
+            where = info.get("qdrant") or {}
+            options = {"collection": where.get("collection")}
+            if where.get("path"):
+                options["path"] = where["path"]
+            else:
+                options["url"] = where.get("url")
+                if where.get("api_key_file"):
+                    options["api_key"] = pathlib.Path(where["api_key_file"]).read_text().strip()
+            with qdrant_errors(options.get("url") or options.get("path") or ""):
+                self.engine = open_backend(
+                    "qdrant", int(info["dim"]), kind=info["kind"], metric=info["metric"], **options
+                )
+        else:
+            self.engine = load_backend(directory)
+        self.dim = int(self.engine.dim)
+
+    def search(self, queries: np.ndarray, k: int) -> SimpleNamespace:
+        """Top-k of each query, as ``indices`` (entry ids; class labels for a centroid index), ``labels``,
+        ``distances`` and ``paths`` (``None`` when no entry has one)."""
+        with qdrant_errors(str(getattr(self.engine, "collection", ""))):
+            hits = self.engine.search(queries, k)
+        paths = hits.paths if any(str(p) for p in hits.paths.ravel()) else None
+        return SimpleNamespace(indices=hits.ids, labels=hits.labels, distances=hits.distances, paths=paths)
+
+    def close(self) -> None:
+        """Release a local Qdrant folder."""
+        if hasattr(self.engine, "close"):
+            self.engine.close()
+
+
+def open_saved_index(directory: pathlib.Path):
+    """Whatever ``index build`` wrote in ``directory``: a backend index (``centrum_index.json``) or the
+    built-in format (:func:`centrum.retrieval.load_index`)."""
+    from centrum.retrieval import load_index
+
+    if (directory / INDEX_INFO_FILE).is_file():
+        return BackendIndex(directory)
+    return load_index(directory)
 
 
 def _hits(result, q: int) -> list[int]:
@@ -82,13 +298,20 @@ def _hits(result, q: int) -> list[int]:
 
 def search(args: argparse.Namespace) -> int:
     """Search a saved index with the queries of an .npz; print the top-k and optionally write JSON."""
-    from centrum.io import atomic_write_json
-    from centrum.retrieval import load_index
-
     if args.k < 1:
         raise ValueError(f"-k must be a positive integer, got {args.k}")
     out = _inputs.output_file(args.json, "results file") if args.json else None
-    index = load_index(args.index)
+    index = open_saved_index(args.index)
+    try:
+        return _search(args, index, out)
+    finally:
+        if isinstance(index, BackendIndex):
+            index.close()
+
+
+def _search(args: argparse.Namespace, index, out) -> int:
+    from centrum.io import atomic_write_json
+
     arrays = load_npz(args.queries, "--queries")
     queries = _matrix(
         _first(arrays, ("query", "queries", "embeddings"), "queries", args.queries), args.queries, "queries"
@@ -155,12 +378,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=BUILD_EXAMPLE,
         formatter_class=_inputs.HelpFormatter,
     )
-    b.add_argument("--embeddings", required=True, help=".npz with gallery (or embeddings) and optional labels")
+    source = b.add_mutually_exclusive_group(required=True)
+    source.add_argument("--embeddings", help=".npz with gallery (or embeddings) and optional labels")
+    source.add_argument("--manifest", type=pathlib.Path,
+                        help="manifest.json (or its folder) of the shards of `centrum embed --shard I/N`")  # fmt: skip
     b.add_argument("--centroids", action="store_true", help="one entry per label: the mean embedding")
     b.add_argument("--out", required=True, type=pathlib.Path, help="directory to write the index to")
     b.add_argument("--metric", default="cosine", choices=METRICS, help="distance")
-    b.add_argument("--backend", default="torch", choices=("torch", "faiss-flat", "faiss-ivf", "faiss-hnsw"),
-                   help="search structure of a per-image index")  # fmt: skip
+    b.add_argument("--backend", default="torch", metavar="{" + ",".join(BACKEND_CHOICES[:-1]) + "}",
+                   help="search engine: torch and faiss-flat exact; faiss-ivfpq, faiss-hnsw approximate; qdrant "
+                   "a local folder or a server (faiss-ivf: the built-in format's IVF-Flat)")  # fmt: skip
+    b.add_argument("--kind", choices=("image", "centroid"), default=None,
+                   help="write through the backend interface: one entry per image, or per class (running mean); "
+                   "without it torch/faiss-flat/faiss-hnsw write the format `centrum search`/`serve` read")  # fmt: skip
+    b.add_argument("--qdrant-path", help="qdrant: a local folder (embedded mode, one machine)")
+    b.add_argument("--qdrant-url", help="qdrant: a server or cluster, e.g. http://localhost:6333")
+    b.add_argument("--qdrant-api-key-file", help="qdrant: a file holding the server's API key")
+    b.add_argument("--collection", help="qdrant: collection name (default centrum_images / centrum_centroids)")
     b.set_defaults(func=build)
     s = sub.add_parser(
         "search",

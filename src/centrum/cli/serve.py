@@ -18,6 +18,45 @@ def read_api_keys(path: Path) -> frozenset[str]:
     return keys
 
 
+def search_engines(args: argparse.Namespace, dim: int, metric: str) -> tuple | None:
+    """``--backend qdrant``: an image collection and a centroid collection, emptied and then filled from the
+    index folder by the store (the folder's snapshot and journal stay the record of truth); ``None`` for the
+    built-in torch index."""
+    backend = args.backend
+    flags = [args.qdrant_path, args.qdrant_url, args.qdrant_api_key_file]
+    if backend == "torch":
+        if any(v is not None for v in flags):
+            raise ValueError("--qdrant-path/--qdrant-url/--qdrant-api-key-file need --backend qdrant")
+        return None
+    if backend != "qdrant":
+        raise ValueError(f"unknown --backend {backend!r}; choose torch or qdrant")
+    from centrum.cli.index import qdrant_errors
+    from centrum.retrieval.backends import open_backend
+    from centrum.retrieval.backends.qdrant_backend import qdrant_client
+
+    if (args.qdrant_path is None) == (args.qdrant_url is None):
+        raise ValueError("--backend qdrant needs exactly one of --qdrant-path DIR (local) or --qdrant-url URL")
+    where: dict = {}
+    if args.qdrant_path is not None:
+        where["path"] = str(Path(args.qdrant_path).expanduser().resolve())
+    else:
+        where["url"] = args.qdrant_url
+        if args.qdrant_api_key_file is not None:
+            if not args.qdrant_api_key_file.is_file():
+                raise FileNotFoundError(f"--qdrant-api-key-file {args.qdrant_api_key_file} does not exist")
+            where["api_key"] = args.qdrant_api_key_file.read_text().strip()
+    names = (f"{args.collection}_images", f"{args.collection}_centroids")
+    with qdrant_errors(where.get("url") or where["path"]):
+        client = qdrant_client(**where)
+        for name in names:
+            if client.collection_exists(name):
+                client.delete_collection(name)
+        return (
+            open_backend("qdrant", dim, kind="image", metric=metric, collection=names[0], **where),
+            open_backend("qdrant", dim, kind="centroid", metric=metric, collection=names[1], **where),
+        )
+
+
 def build_service(args: argparse.Namespace):
     """The app of ``args`` (checks everything before a port is opened)."""
     from centrum.inference import OnnxEmbedder, load_embedder
@@ -44,7 +83,8 @@ def build_service(args: argparse.Namespace):
         embedder = OnnxEmbedder(args.onnx, threads=args.threads or None)
     else:
         embedder = load_embedder(args.checkpoint, args.device)
-    store = IndexStore(args.index, embedder.dim, embedder.metric, compact_every=args.compact_every)
+    engines = search_engines(args, embedder.dim, embedder.metric)
+    store = IndexStore(args.index, embedder.dim, embedder.metric, compact_every=args.compact_every, engines=engines)
     settings = ServiceSettings(
         api_keys=keys, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels
     )
@@ -91,5 +131,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compact-every", type=int, default=1000, help="journal records between snapshots")
     p.add_argument("--device", default="cpu", help="torch device of a checkpoint model (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all)")
+    p.add_argument("--backend", default="torch", choices=("torch", "qdrant"),
+                   help="search engine: built-in torch index, or Qdrant (refilled from --index at start)")  # fmt: skip
+    p.add_argument("--qdrant-path", type=Path, help="qdrant: a local folder (embedded mode, one machine)")
+    p.add_argument("--qdrant-url", help="qdrant: a server or cluster, e.g. http://localhost:6333")
+    p.add_argument("--qdrant-api-key-file", type=Path, help="qdrant: a file holding the server's API key")
+    p.add_argument("--collection", default="centrum_serve", help="qdrant: prefix of the two collections")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)

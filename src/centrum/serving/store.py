@@ -1,7 +1,9 @@
 """The service's index: per-image and per-class search, class names, ids, and durable writes.
 
-:class:`IndexStore` is the one interface the service reaches the index through (a later backend, e.g. Qdrant,
-implements the same methods). It wraps :class:`~centrum.retrieval.EmbeddingIndex` (one row per image) and
+:class:`IndexStore` is the one interface the service reaches the index through. Its searches run on the
+built-in exact index, or (``engines=``) on an image index and a centroid store of the backend interface
+(:mod:`centrum.retrieval.backends`, e.g. Qdrant), mirrored from the journalled state at start and on every
+write. It wraps :class:`~centrum.retrieval.EmbeddingIndex` (one row per image) and
 :class:`~centrum.retrieval.CentroidIndex` (one running-mean centroid per class) and keeps the class name <->
 label table and the image ids itself.
 
@@ -90,6 +92,14 @@ def check_class_name(name: str) -> str:
 
 
 @dataclass
+class SearchResultView:
+    """The labels and distances of a search engine's centroid hits, as :meth:`IndexStore.search_classes` reads."""
+
+    labels: np.ndarray
+    distances: np.ndarray
+
+
+@dataclass
 class ImageHit:
     """One per-image search result: the image's id, class, distance and stored path."""
 
@@ -119,7 +129,14 @@ class IndexStore:
     Methods are thread-safe: searches run concurrently, writes one at a time.
     """
 
-    def __init__(self, folder: str | os.PathLike, dim: int, metric: str = "cosine", compact_every: int = 1000) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        dim: int,
+        metric: str = "cosine",
+        compact_every: int = 1000,
+        engines: tuple | None = None,
+    ) -> None:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"index folder {self.folder} exists and is not a directory")
@@ -139,6 +156,12 @@ class IndexStore:
         self._next_label = 0
         self._seq = 0  # sequence number of the last applied write
         self._snapshot_seq = 0
+        # optional search engines behind the backend interface (e.g. Qdrant): an ImageIndex keyed by image id and
+        # a CentroidStore, both empty at start and mirrored from the journalled state, which stays the truth
+        self._engine, self._centroid_engine = engines if engines is not None else (None, None)
+        for engine in (self._engine, self._centroid_engine):
+            if engine is not None and (len(engine) or engine.dim != self.dim or engine.metric != metric):
+                raise ValueError(f"search engine {engine!r} must be empty, {self.dim}-d and {metric}")
         self._load()
         self._journal = open(self.folder / JOURNAL_FILE, "ab")  # noqa: SIM115 - kept open for appends
 
@@ -177,6 +200,8 @@ class IndexStore:
         with self.lock.read():
             if not self._ids:
                 return [[] for _ in range(len(queries))]
+            if self._engine is not None:
+                return self._engine_image_hits(queries, k)
             result = self._images.search(queries, k)
             out = []
             for q in range(len(queries)):
@@ -193,7 +218,11 @@ class IndexStore:
         with self.lock.read():
             if not len(self._centroids):
                 return [[] for _ in range(len(queries))]
-            result = self._centroids.search(queries, k)
+            if self._centroid_engine is not None:
+                hits = self._centroid_engine.search(np.asarray(queries, dtype=np.float32), min(k, len(self._centroids)))
+                result = SearchResultView(labels=hits.labels, distances=hits.distances)
+            else:
+                result = self._centroids.search(queries, k)
             out = []
             for q in range(len(queries)):
                 hits = []
@@ -205,6 +234,20 @@ class IndexStore:
                     hits.append(ClassHit(name, float(dist), len(ids), ids[0] if ids else None))
                 out.append(hits)
             return out
+
+    def _engine_image_hits(self, queries: np.ndarray, k: int) -> list[list[ImageHit]]:
+        hits = self._engine.search(np.asarray(queries, dtype=np.float32), min(k, len(self._ids)))
+        out = []
+        for q in range(len(queries)):
+            row_hits = []
+            for image_id, dist in zip(hits.ids[q], hits.distances[q], strict=True):
+                if image_id < 0:
+                    break
+                row = self._row_of[int(image_id)]
+                label = int(self._images.labels[row])
+                row_hits.append(ImageHit(int(image_id), self._name_of[label], float(dist), self._paths[row]))
+            out.append(row_hits)
+        return out
 
     # ---------------------------------------------------------------- writes
     def enrol(
@@ -270,6 +313,9 @@ class IndexStore:
             if self._seq != self._snapshot_seq:
                 self._compact()
             self._journal.close()
+            for engine in (self._engine, self._centroid_engine):
+                if engine is not None and hasattr(engine, "close"):
+                    engine.close()  # a local Qdrant folder admits one client at a time
 
     # ---------------------------------------------------------------- internals
     def _write(self, record: dict) -> None:
@@ -306,6 +352,7 @@ class IndexStore:
         start = len(self._ids)
         self._images.add(vectors, labels)
         self._centroids.add(vectors, labels)
+        self._mirror_add(vectors, labels, ids, paths)
         self._paths.extend(str(p) for p in paths)
         for offset, image_id in enumerate(ids):
             self._row_of[image_id] = start + offset
@@ -317,6 +364,7 @@ class IndexStore:
         """Add rows of known labels in one call (loading a snapshot): one index segment, order kept."""
         self._images.add(vectors, labels)
         self._centroids.add(vectors, labels)
+        self._mirror_add(vectors, labels, ids, paths)
         start = len(self._ids)
         self._ids.extend(int(i) for i in ids)
         self._paths.extend(str(p) for p in paths)
@@ -324,6 +372,13 @@ class IndexStore:
             self._row_of[int(image_id)] = start + offset
             self._ids_of[self._name_of[label]].append(int(image_id))
         self._next_id = max(self._next_id, max(ids) + 1)
+
+    def _mirror_add(self, vectors: np.ndarray, labels: np.ndarray, ids: Sequence[int], paths: Sequence[str]) -> None:
+        """Apply an addition to the search engines too (when the store has them)."""
+        if self._engine is not None:
+            self._engine.add(vectors, labels, [str(p) for p in paths], ids=np.asarray(ids, dtype=np.int64))
+        if self._centroid_engine is not None:
+            self._centroid_engine.add(vectors, labels)
 
     def _remove_ids(self, doomed: set[int]) -> None:
         """Drop the rows of ``doomed`` ids: rebuild the image index, recompute the affected centroids."""
@@ -345,13 +400,19 @@ class IndexStore:
         self._paths = [p for p, k in zip(paths, keep, strict=True) if k]
         self._ids = [i for i, k in zip(self._ids, keep, strict=True) if k]
         self._row_of = {image_id: row for row, image_id in enumerate(self._ids)}
+        if self._engine is not None:
+            self._engine.remove(np.fromiter(doomed, np.int64, len(doomed)))
         for label in affected:
             name = self._name_of[label]
             self._ids_of[name] = [i for i in self._ids_of[name] if i not in doomed]
             self._centroids.remove(label)
+            if self._centroid_engine is not None:
+                self._centroid_engine.remove_class(label)
             rows = labels[keep] == label
             if rows.any():
                 self._centroids.add(vectors[keep][rows], labels[keep][rows])
+                if self._centroid_engine is not None:
+                    self._centroid_engine.add(vectors[keep][rows], labels[keep][rows])
             else:  # an emptied class is gone; its label is not reused
                 del self._ids_of[name], self._label_of[name], self._name_of[label]
 

@@ -69,6 +69,8 @@ class CTLObjectiveConfig:
     centroid_weight: float = 1.0
     centroid_margin: float = 0.5  # the authors' margin (methods.md 1.1); the paper gives none
     centroid_variant: Literal["paper", "official"] = "paper"
+    # multi-GPU/multi-node: batch-hard triplet and centroid triplet on every rank's batch (GatherAcrossRanks)
+    gather_across_ranks: bool = False
 
 
 @dataclass
@@ -81,6 +83,8 @@ class MetricObjectiveConfig:
     loss_options: dict[str, Any] = field(default_factory=dict)
     symm: bool = False
     symm_options: dict[str, Any] = field(default_factory=dict)
+    # multi-GPU/multi-node: the loss (with Symm) mines over every rank's batch (GatherAcrossRanks)
+    gather_across_ranks: bool = False
 
 
 @dataclass
@@ -104,6 +108,7 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
+    num_nodes: int = 1
     precision: str = "32-true"
     eval_every: int = 10
     checkpoint_every_n_steps: int = 50
@@ -201,6 +206,7 @@ def check_ranges(config: ExperimentConfig) -> ExperimentConfig:
     _check(all(m >= 0 for m in o.milestones), "optimizer.milestones", "epochs >= 0", list(o.milestones))
     _check(_finite_number(o.center_lr) and o.center_lr >= 0, "optimizer.center_lr", ">= 0", o.center_lr)
     _check(t.max_epochs >= 1, "trainer.max_epochs", ">= 1", t.max_epochs)
+    _check(t.num_nodes >= 1, "trainer.num_nodes", ">= 1 (machines of the DDP job)", t.num_nodes)
     precisions = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64")
     _check(t.precision in precisions, "trainer.precision", f"one of {', '.join(precisions)}", t.precision)
     _check(t.eval_every >= 0, "trainer.eval_every", ">= 0 (0: only after the last epoch)", t.eval_every)

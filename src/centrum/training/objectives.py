@@ -17,6 +17,7 @@ from centrum.losses import (
     TripletMarginLoss,
     build_loss,
 )
+from centrum.losses.distributed import GatherAcrossRanks
 
 
 def loss_statistics(loss: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -33,6 +34,11 @@ class CTLObjective(nn.Module):
     ``center_weight`` x center loss on the raw feature + ``centroid_weight`` x centroid triplet loss on
     the raw feature. ``centroid_weight=0`` is the strong-baseline (BNNeck) objective without centroids.
     The center loss's centers are optimised by their own SGD (see :attr:`center_loss`).
+
+    ``gather_across_ranks=True`` computes the two batch terms that mine inside the batch (batch-hard triplet,
+    centroid triplet) on the embeddings and labels of every rank
+    (:class:`~centrum.losses.distributed.GatherAcrossRanks`); cross-entropy and center loss are per-sample
+    and stay local. With one process it is the plain loss.
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class CTLObjective(nn.Module):
         centroid_weight: float = 1.0,
         centroid_margin: float = 0.5,
         centroid_variant: str = "paper",
+        gather_across_ranks: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -57,6 +64,10 @@ class CTLObjective(nn.Module):
         self.centroid_triplet = (
             CentroidTripletLoss(margin=centroid_margin, variant=centroid_variant) if centroid_weight > 0 else None
         )
+        if gather_across_ranks:
+            self.triplet = GatherAcrossRanks(self.triplet)
+            if self.centroid_triplet is not None:
+                self.centroid_triplet = GatherAcrossRanks(self.centroid_triplet)
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms and their weighted sum ``"loss"`` for one P x M batch."""
@@ -89,6 +100,9 @@ class MetricObjective(nn.Module):
     The loss's per-call statistics (``last_stats``: with Symm, ``"synthetic_ratio"``, the share of chosen
     negatives that were synthetic, and counts) are returned beside ``"loss"`` as plain numbers, not loss terms,
     so that they can be logged over training.
+
+    ``gather_across_ranks=True`` computes the loss (Symm included) on the embeddings and labels of every rank
+    (:class:`~centrum.losses.distributed.GatherAcrossRanks`); with one process it is the plain loss.
     """
 
     def __init__(
@@ -97,9 +111,12 @@ class MetricObjective(nn.Module):
         loss_options: dict | None = None,
         symm: bool = False,
         symm_options: dict | None = None,
+        gather_across_ranks: bool = False,
     ) -> None:
         super().__init__()
         self.loss = build_loss(loss, symm=symm, symm_options=symm_options, **(loss_options or {}))
+        if gather_across_ranks:
+            self.loss = GatherAcrossRanks(self.loss)
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss on the embedding ``outputs["raw"]``, plus the loss's statistics."""

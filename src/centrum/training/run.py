@@ -530,6 +530,7 @@ def train(
             max_epochs=tcfg.max_epochs,
             accelerator=tcfg.accelerator,
             devices=tcfg.devices,
+            num_nodes=tcfg.num_nodes,
             strategy=tcfg.strategy,
             precision=precision,
             log_every_n_steps=tcfg.log_every_n_steps,
