@@ -157,8 +157,8 @@ def _candidate_table(
     a1, cab = beta * (1.0 - alpha), beta * alpha
     g_kl, g_kk, g_ll = Gd.reshape(-1).index_select(0, fast["synth_gather"]).view(3, -1).unbind(0)
     m = g_ll.clamp_min(_AXIS_EPS)
-    ninv = torch.div(-1.0, m)
-    a2 = (g_kl * ninv).mul_(-cab)  # c2 = cab G[k, l] / max(G[l, l], eps)
+    r = torch.div(cab, m)  # d c2 / d G[k, l]
+    a2 = g_kl * r  # c2 = cab G[k, l] / max(G[l, l], eps)
     two_a1_gkl = g_kl * (2.0 * a1)
     # |a1 x_k + a2 x_l|^2 = a1^2 g_kk + a2 (2 a1 g_kl + a2 g_ll)
     synth_sq = torch.addcmul(two_a1_gkl, a2, g_ll).mul_(a2)
@@ -168,8 +168,7 @@ def _candidate_table(
     inner = torch.cat([Gd, torch.addcmul(g_ak * a1, g_al, a2)], dim=1)
     # gradient weights of a synthetic point's inner product (rows 0, 1) and squared norm (row 2) w.r.t.
     # G[a, k], G[a, l], G[k, k], G[k, l], G[l, l]; row 1 is multiplied by the anchor's G[a, l]
-    r = ninv * (-cab)  # d c2 / d G[k, l]
-    qn = (a2 * ninv).masked_fill_(g_ll < _AXIS_EPS, 0.0)  # d c2 / d G[l, l] (clamp_min passes none below eps)
+    qn = torch.div(a2, m).neg_().masked_fill_(g_ll < _AXIS_EPS, 0.0)  # d c2 / d G[l, l] (none below eps)
     t = torch.addcmul(two_a1_gkl, a2, g_ll, value=2.0)  # d |synthetic|^2 / d c2
     orig, (zero, c1, c1_sq) = layout.weight_constants(a1, Gd.dtype)
     W_syn = torch.stack(
