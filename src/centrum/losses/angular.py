@@ -64,6 +64,8 @@ class AngularLoss(_NPairForm):
             raise ValueError(f"alpha must be an angle in degrees in (0, 90), got {alpha}")
         self.alpha = float(alpha)
 
+    uses_candidate_inner = True  # its negative term is linear in the anchor and positive inner products
+
     official_combinations = tuple(itertools.permutations(range(4), 2))
 
     def official_logits(self, products: torch.Tensor) -> torch.Tensor:

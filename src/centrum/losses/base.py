@@ -65,6 +65,7 @@ class PairLoss(ReportsStats, nn.Module):
       :meth:`anchor_rows` (which samples act as anchors);
     - :attr:`uses_nearest_negative_only`: True when the loss's value depends on each anchor's single closest
       negative only (batch-hard triplet), so Symm may skip the per-class grouping;
+    - :attr:`uses_candidate_inner`: True when the loss reads ``negatives.inner`` (angular);
     - :attr:`official_combinations`, :meth:`official_logits`, :meth:`official_regularizer`: the Symm
       authors' "official" variant (N-pair and angular), empty / not implemented elsewhere.
 
@@ -73,6 +74,9 @@ class PairLoss(ReportsStats, nn.Module):
     """
 
     official_combinations: tuple[tuple[int, int], ...] = ()
+    #: whether :meth:`loss_from_negatives` reads ``negatives.inner`` (the batch's inner products with every
+    #: candidate, the angular loss); Symm builds that N x K matrix with gradient only for such a loss
+    uses_candidate_inner: bool = False
 
     def __init__(self, distance: str = "euclidean", normalize: bool = True, similarity: bool = False) -> None:
         super().__init__()

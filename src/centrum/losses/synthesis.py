@@ -70,7 +70,41 @@ class _Layout:
         self.same = labels.unsqueeze(1) == bank_labels.unsqueeze(0)  # N x K
         self.size = bank_labels.shape[0]
         self._classes: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._groups: tuple[torch.Tensor, int, int, bool] | None = None
+        self._fast: dict[str, torch.Tensor] | None = None
+        self._weights: dict[tuple[float, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self._labels = labels
+
+    def fast(self) -> dict[str, torch.Tensor]:
+        """Index tensors of the per-anchor fast path (built once per labelling). Candidate ``b`` is
+        ``c1 x[i1] + c2 x[i2]`` (originals: ``i1 = i2 = b``); ``positions`` (K x 5) are the flat positions
+        in ``G`` its value reads, ``[a N + i1, a N + i2, i1 (N + 1), i1 N + i2, i2 (N + 1)]``, less the row
+        offset ``a N`` (``row_offset``, N x 5); ``synth_gather``: the flat positions of ``G[k, l]``,
+        ``G[k, k]``, ``G[l, l]`` of every synthetic point; ``pair_cols``: its sources then its axes."""
+        if self._fast is None:
+            N, source, axis = self.N, self.source, self.axis
+            arange = torch.arange(N, device=source.device)
+            i1, i2 = torch.cat([arange, source]), torch.cat([arange, axis])
+            self._fast = {
+                "i2": i2,
+                "positions": torch.stack([i1, i2, i1 * (N + 1), i1 * N + i2, i2 * (N + 1)], dim=1),
+                "row_offset": (arange * N).unsqueeze(1) * torch.tensor([1, 1, 0, 0, 0], device=source.device),
+                "synth_gather": torch.cat([self.pair_flat, source * (N + 1), axis * (N + 1)]),
+                "pair_cols": torch.cat([source, axis]),
+            }
+        return self._fast
+
+    def weight_constants(self, c1: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(originals' gradient weights, synthetic constants)`` of :class:`_ChosenCandidates`: N x 3 x 5
+        rows ``[[1, 0, 0, 0, 0], 0, [0, 0, 1, 0, 0]]``, and the columns ``0, c1, c1^2`` (3 x S)."""
+        key = (c1, dtype)
+        if key not in self._weights:
+            device, S = self.source.device, self.source.shape[0]
+            orig = torch.zeros(self.N, 3, 5, dtype=dtype, device=device)
+            orig[:, 0, 0], orig[:, 2, 2] = 1.0, 1.0
+            consts = torch.tensor([0.0, c1, c1 * c1], dtype=dtype, device=device).unsqueeze(1).expand(3, S)
+            self._weights[key] = (orig, consts)
+        return self._weights[key]
 
     def classes(self) -> tuple[torch.Tensor, int, torch.Tensor]:
         """``(inverse, C, bank_classes)``: each sample's class position, the class count, each candidate's."""
@@ -78,6 +112,107 @@ class _Layout:
             _, inverse, counts = class_index(self._labels)
             self._classes = inverse, counts.shape[0], torch.cat([inverse, inverse.index_select(0, self.source)])
         return self._classes
+
+    def grouped_topk(self, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row and per class, the ``k`` smallest ``keys`` (N x K, excluded entries already ``inf``):
+        ``(index, valid)``, N x (C k), as :func:`~centrum.losses.mining.topk_hardest` with the candidates'
+        classes as groups, with the column grouping (which depends on the labels only) cached."""
+        if self._groups is None:
+            _, C, bank_classes = self.classes()
+            counts = torch.bincount(bank_classes, minlength=C)
+            order = torch.argsort(bank_classes, stable=True)
+            m = int(counts.max())
+            starts = torch.cumsum(counts, 0) - counts
+            slot = torch.empty_like(bank_classes)
+            slot[order] = torch.arange(bank_classes.shape[0], device=keys.device) - starts[bank_classes[order]]
+            column_at = torch.zeros(C, m, dtype=torch.long, device=keys.device)
+            column_at[bank_classes, slot] = torch.arange(bank_classes.shape[0], device=keys.device)
+            balanced = m * C == bank_classes.shape[0]
+            # padded slot -> flat position in a C x m grid; padding stays inf
+            self._groups = (order if balanced else bank_classes * m + slot), C, m, balanced
+            self._column_at = column_at
+        cols, C, m, balanced = self._groups
+        R = keys.shape[0]
+        if balanced:
+            padded = keys.index_select(1, cols).view(R, C, m)
+        else:
+            padded = keys.new_full((R, C * m), float("inf")).index_copy_(1, cols, keys).view(R, C, m)
+        kk = min(k, m)
+        top, pos = padded.topk(kk, dim=-1, largest=False)  # R x C x kk
+        valid = top < float("inf")
+        index = self._column_at.expand(R, -1, -1).gather(-1, pos).masked_fill_(~valid, 0)
+        if kk < k:
+            index = torch.cat([index, index.new_zeros(R, C, k - kk)], dim=-1)
+            valid = torch.cat([valid, valid.new_zeros(R, C, k - kk)], dim=-1)
+        return index.flatten(1), valid.flatten(1)
+
+
+def _candidate_table(
+    Gd: torch.Tensor, layout: _Layout, alpha: float, beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From a Gram matrix (no gradient): ``(inner, sq, W)``, the N x K inner products of every sample with
+    every candidate (originals then synthetics), the K candidates' squared norms, and the K x 3 x 5 gradient
+    weights of :class:`_ChosenCandidates`."""
+    N, fast = layout.N, layout.fast()
+    a1, cab = beta * (1.0 - alpha), beta * alpha
+    g_kl, g_kk, g_ll = Gd.reshape(-1).index_select(0, fast["synth_gather"]).view(3, -1).unbind(0)
+    m = g_ll.clamp_min(_AXIS_EPS)
+    r = torch.div(cab, m)  # d c2 / d G[k, l]
+    a2 = g_kl * r  # c2 = cab G[k, l] / max(G[l, l], eps)
+    two_a1_gkl = g_kl * (2.0 * a1)
+    # |a1 x_k + a2 x_l|^2 = a1^2 g_kk + a2 (2 a1 g_kl + a2 g_ll)
+    synth_sq = torch.addcmul(two_a1_gkl, a2, g_ll).mul_(a2)
+    synth_sq = synth_sq.add_(g_kk, alpha=a1 * a1) if a1 != 0.0 else synth_sq
+    sq = torch.cat([Gd.diagonal(), synth_sq])
+    g_ak, g_al = Gd.index_select(1, fast["pair_cols"]).view(N, 2, -1).unbind(1)
+    inner = torch.cat([Gd, torch.addcmul(g_ak * a1, g_al, a2)], dim=1)
+    # gradient weights of a synthetic point's inner product (rows 0, 1) and squared norm (row 2) w.r.t.
+    # G[a, k], G[a, l], G[k, k], G[k, l], G[l, l]; row 1 is multiplied by the anchor's G[a, l]
+    qn = torch.div(a2, m).neg_().masked_fill_(g_ll < _AXIS_EPS, 0.0)  # d c2 / d G[l, l] (none below eps)
+    t = torch.addcmul(two_a1_gkl, a2, g_ll, value=2.0)  # d |synthetic|^2 / d c2
+    orig, (zero, c1, c1_sq) = layout.weight_constants(a1, Gd.dtype)
+    W_syn = torch.stack(
+        [c1, a2, zero, zero, zero,
+         zero, zero, zero, r, qn,
+         zero, zero, c1_sq, torch.addcmul(a2 * (2.0 * a1), t, r), torch.addcmul(a2 * a2, t, qn)], dim=1
+    )  # fmt: skip
+    return inner, sq, torch.cat([orig, W_syn.view(-1, 3, 5)])
+
+
+class _ChosenCandidates(torch.autograd.Function):
+    """The chosen candidates' inner products with their anchor and their squared norms, N x S each, as a
+    function of the Gram matrix ``G`` alone, with a backward that scatters into ``dG`` in one ``index_add_``.
+
+    Candidate ``b`` is ``c1 x[i1] + c2 x[i2]`` with ``c2 = c G[i1, i2] / max(G[i2, i2], eps)`` for a synthetic
+    point (originals: ``c1 = 1, c2 = 0, i1 = i2 = b``), so ``inner = c1 G[a, i1] + c2 G[a, i2]`` and
+    ``sq = c1^2 G[i1, i1] + 2 c1 c2 G[i1, i2] + c2^2 G[i2, i2]``. Both are read off ``inner`` and ``sq``
+    (:func:`_candidate_table` of ``G``); the gradient w.r.t. the five entries of ``G`` a value reads is
+    ``[d_inner, d_inner G[a, i2], d_sq] @ W[b]`` (``W``: K x 3 x 5, see :func:`_candidate_table`).
+    First order only.
+    """
+
+    @staticmethod
+    def forward(ctx, G, inner, sq, W, index, layout):
+        ctx.set_materialize_grads(False)
+        fast = layout.fast()
+        g_ai2 = G.detach().gather(1, fast["i2"][index])
+        ctx.save_for_backward(W, index, g_ai2, fast["positions"], fast["row_offset"])
+        return inner.gather(1, index), sq[index]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_inner, d_sq):
+        W, index, g_ai2, positions, row_offset = ctx.saved_tensors
+        if d_inner is None and d_sq is None:
+            return (None,) * 6
+        if d_inner is None:
+            d_inner = torch.zeros_like(d_sq)
+        grads = [d_inner, d_inner * g_ai2] + ([] if d_sq is None else [d_sq])
+        w = W[index, : len(grads)].mul_(torch.stack(grads, dim=-1).unsqueeze(-1)).sum(-2)
+        pos = positions[index].add_(row_offset.unsqueeze(1))
+        N = g_ai2.shape[0]
+        dG = w.new_zeros(N * N).index_add_(0, pos.view(-1), w.view(-1)).view(N, N)
+        return dG, None, None, None, None, None
 
 
 class _GramBank:
@@ -228,7 +363,10 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         return self._layout
 
     def _paper(self, x: torch.Tensor, G: torch.Tensor, lab: torch.Tensor, layout: _Layout) -> torch.Tensor:
-        base, metric, k, N = self.base_loss, self.base_loss.metric, self.top_k, x.shape[0]
+        base = self.base_loss
+        if self.candidates == "anchor" and not self.detach and not getattr(base, "uses_candidate_inner", True):
+            return self._anchor_fast(x, G, lab, layout)
+        metric, k, N = base.metric, self.top_k, x.shape[0]
         bank = _GramBank(x, G, layout, self.alpha, self.beta, self.detach)
         inner = bank.sample_inner()  # N x K, with gradient
         sq = bank.sq[:N].unsqueeze(1)
@@ -242,9 +380,7 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
                     best, index = keys.min(1, keepdim=True)
                     valid = best < float("inf")
                 else:
-                    _, C, bank_classes = layout.classes()
-                    _, index, valid = topk_hardest(keys, ~layout.same, k, groups=bank_classes, num_groups=C)
-                    index, valid = index.flatten(1), valid.flatten(1)
+                    index, valid = layout.grouped_topk(keys, k)
             values = metric.from_gram(inner.gather(1, index), sq, bank.sq[index])
             synthetic = index >= N
         else:
@@ -254,6 +390,31 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         anchor_rows = base.anchor_rows
         self.record_stats_lazily(
             lambda: self._statistics(valid & anchor_rows(lab).unsqueeze(1), synthetic, bank.size - N, bank.size)
+        )
+        return loss
+
+    def _anchor_fast(self, x: torch.Tensor, G: torch.Tensor, lab: torch.Tensor, layout: _Layout) -> torch.Tensor:
+        """Per-anchor candidates without detach, for a base loss that needs no candidate inner products: every
+        candidate quantity is computed without gradient, the chosen ones' inner products and norms are taken
+        through :class:`_ChosenCandidates`, whose backward is one scatter into ``dG``."""
+        base, metric, k, N = self.base_loss, self.base_loss.metric, self.top_k, x.shape[0]
+        with torch.no_grad():
+            inner, sq_all, W = _candidate_table(G.detach(), layout, self.alpha, self.beta)
+            keys = metric.ranking_keys(inner, sq_all.unsqueeze(0)).masked_fill_(layout.same, float("inf"))
+            if k == 1 and base.uses_nearest_negative_only:  # the hardest of all other-class candidates
+                best, index = keys.min(1, keepdim=True)
+                valid = best < float("inf")
+            else:
+                index, valid = layout.grouped_topk(keys, k)
+        chosen_inner, chosen_sq = _ChosenCandidates.apply(G, inner, sq_all, W, index, layout)
+        sq = G.diagonal().unsqueeze(1)
+        mat = metric.from_gram(G, sq, sq.T)
+        values = metric.from_gram(chosen_inner, sq, chosen_sq)
+        synthetic = index >= N
+        loss = base.loss_from_negatives(x, mat, lab, Negatives(values, valid, index, None, synthetic))
+        anchor_rows = base.anchor_rows
+        self.record_stats_lazily(
+            lambda: self._statistics(valid & anchor_rows(lab).unsqueeze(1), synthetic, layout.size - N, layout.size)
         )
         return loss
 
