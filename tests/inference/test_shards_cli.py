@@ -57,7 +57,7 @@ def test_two_shards_equal_the_one_pass_embeddings_and_a_done_shard_is_skipped(tm
     ("extra", "needle"),
     [
         (["--shard", "2/2", "--out", "S"], "shard 2/2 is out of range"),
-        (["--shard", "half", "--out", "S"], "--shard must be I/N"),
+        (["--shard", "half", "--out", "S"], "shard must be I/N"),
         (["--shard", "0/2", "--out", "x.npz"], "must be a folder"),
         (["--shard", "0/2", "--ray", "--out", "S"], "--shard and --ray do not go together"),
         (["--shard", "0/2", "--on-error", "skip", "--out", "S"], "--on-error skip is not available"),

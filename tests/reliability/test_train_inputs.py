@@ -119,7 +119,7 @@ def test_bad_device_says_no_cuda_is_visible(good_config: Path, tmp_path: Path, c
 
 def test_bad_runs_and_resume(good_config: Path, tmp_path: Path, capsys) -> None:
     fails_with(
-        capsys, ["train", str(good_config), "--runs", "0", "--out", str(tmp_path / "r")], "--runs must be at least 1"
+        capsys, ["train", str(good_config), "--runs", "0", "--out", str(tmp_path / "r")], "runs must be at least 1"
     )
     fails_with(
         capsys,

@@ -135,7 +135,7 @@ def test_run_killed_mid_epoch_resumes_and_finishes(stripes_csv: Path, tiny_confi
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 2  # the mid-epoch checkpoint before the kill
 
-    with pytest.raises(ValueError, match="pass --resume"):
+    with pytest.raises(ValueError, match="resume that run"):
         train(config, run_dir, enable_progress_bar=False)
 
     class FirstStep(L.Callback):

@@ -95,7 +95,7 @@ def test_interrupted_runs_resume_exactly(tiny_config, stripes_splits, tmp_path: 
 
 def test_resume_without_a_run_says_so(tiny_config, stripes_splits, tmp_path: Path) -> None:
     config = tiny_config("ctl", max_epochs=1)
-    with pytest.raises(ValueError, match=r"there is no run to resume in .*drop --resume"):
+    with pytest.raises(ValueError, match=r"there is no run to resume in .*instead of resuming"):
         train(config, tmp_path / "nothing", resume=True, splits=stripes_splits, enable_progress_bar=False)
     assert not (tmp_path / "nothing" / "config.yaml").exists()
 

@@ -43,7 +43,7 @@ def test_runs_repeat_with_consecutive_seeds(stripes_splits, tiny_config, tmp_pat
     assert summary["products"]["mAP"]["mean"] == pytest.approx(np.mean(maps))
     assert summary["products"]["mAP"]["std"] == pytest.approx(np.std(maps, ddof=1))
     assert maps[0] != maps[1]  # different seeds, different runs
-    with pytest.raises(ValueError, match="--runs must be at least 1"):
+    with pytest.raises(ValueError, match="runs must be at least 1"):
         train_runs(config, tmp_path, runs=0)
 
 

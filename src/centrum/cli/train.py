@@ -101,7 +101,14 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"trainer.accelerator={args.device}")
     config = load_config(resolve_config(args.config), overrides)
     out = args.out or Path("runs") / config.name
-    results = train_runs(config, out, runs=args.runs, resume=args.resume, progress=args.progress)
+    try:
+        results = train_runs(config, out, runs=args.runs, resume=args.resume, progress=args.progress)
+    except ValueError as exc:  # the library names arguments; on the command line, name the flags
+        hint = {
+            "already holds a checkpoint": " (pass --resume to continue it, or --out DIR for a new run)",
+            "no run to resume": " (drop --resume to start a new run there)",
+        }
+        raise ValueError(str(exc) + next((h for key, h in hint.items() if key in str(exc)), "")) from exc
     if len(results) == 1:
         print(format_metrics_table(results[0].metrics))
         print(f"run folder: {results[0].run_dir}  model: {results[0].checkpoint}")

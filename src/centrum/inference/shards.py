@@ -78,7 +78,7 @@ def parse_shard(spec: str) -> tuple[int, int]:
         index_text, count_text = str(spec).split("/")
         index, count = int(index_text), int(count_text)
     except ValueError:
-        raise ValueError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {spec!r}") from None
+        raise ValueError(f"shard must be I/N with 0 <= I < N (e.g. 0/4), got {spec!r}") from None
     check_shard(index, count)
     return index, count
 

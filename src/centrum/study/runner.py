@@ -114,7 +114,7 @@ def run_study(
     the total, and the time left estimated from the mean duration of this session's runs.
     """
     if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     log = log or (lambda line: print(line, flush=True))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -230,7 +230,7 @@ def study_from_dict(
         raw["name"] = f"{raw.get('name', 'study')}-quick"
     for item in extra_overrides or []:
         if "=" not in item:
-            raise ValueError(f"--set {item!r} must look like section.field=value (e.g. trainer.accelerator=gpu)")
+            raise ValueError(f"override {item!r} must look like section.field=value (e.g. trainer.accelerator=gpu)")
         path, value = item.split("=", 1)
         raw["overrides"] = {**(raw.get("overrides") or {}), path.strip(): yaml.safe_load(value) if value else None}
     base = raw.get("base")

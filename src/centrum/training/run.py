@@ -358,14 +358,14 @@ def _check_resume(run_dir: Path, config: ExperimentConfig, resume: bool) -> Path
     if not last.exists():
         if resume:
             raise ValueError(
-                f"--resume: there is no run to resume in {run_dir} (no checkpoints/last.ckpt); "
-                "drop --resume to start a new run there"
+                f"there is no run to resume in {run_dir} (no checkpoints/last.ckpt); "
+                "start a new run there instead of resuming"
             )
         return None
     if not resume:
         raise ValueError(
-            f"run folder {run_dir} already holds a checkpoint ({last}); pass --resume to continue that run "
-            "or --out to start a new one"
+            f"run folder {run_dir} already holds a checkpoint ({last}); resume that run "
+            "or train into another folder"
         )
     saved_file = run_dir / "config.yaml"
     if saved_file.exists():
@@ -416,7 +416,7 @@ def _progress_mode(progress: str | None, enable_progress_bar: bool) -> str:
     if progress is None:
         progress = "auto" if enable_progress_bar else "none"
     if progress not in PROGRESS_MODES:
-        raise ValueError(f"--progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
+        raise ValueError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
     if progress == "auto":
         return "bar" if sys.stderr.isatty() else "plain"
     return progress
@@ -625,7 +625,7 @@ def train_runs(
     seeds that had started resume and those that had not start (and say so).
     """
     if runs < 1:
-        raise ValueError(f"--runs must be at least 1, got {runs}")
+        raise ValueError(f"runs must be at least 1, got {runs}")
     out_dir = Path(out_dir)
     extra: dict[str, Any] = {} if progress is None else {"progress": progress}
     if runs == 1:
@@ -633,7 +633,7 @@ def train_runs(
     seeds = [config.seed + i for i in range(runs)]
     started = [(out_dir / f"seed-{s}" / "checkpoints" / "last.ckpt").exists() for s in seeds]
     if resume and not any(started):
-        raise ValueError(f"--resume: there is no run to resume in {out_dir} (no seed-*/checkpoints/last.ckpt)")
+        raise ValueError(f"there is no run to resume in {out_dir} (no seed-*/checkpoints/last.ckpt)")
     results = []
     for seed, was_started in zip(seeds, started, strict=True):
         if resume and not was_started:
