@@ -140,7 +140,10 @@ def _umask() -> int:
     return mask
 
 
-@pytest.mark.parametrize("command", [["embed"], ["evaluate"], ["index", "build"], ["index", "search"], ["search"]])
+@pytest.mark.parametrize(
+    "command",
+    [["embed"], ["evaluate"], ["index", "build"], ["index", "search"], ["search"], ["study"], ["export"], ["serve"]],
+)
 def test_help_shows_an_example_and_the_defaults(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from centrum.cli._inputs import HelpFormatter
+
 
 def run(args: argparse.Namespace) -> int:
     """Export the checkpoint's embedding model with its preprocessing metadata."""
@@ -23,8 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write the checkpoint's embedding model (input `images` B x 3 x H x W with a dynamic batch axis, "
         "output `embeddings` B x D, L2-normalised) with its preprocessing (input size, resize, mean/std, feature, "
         "normalisation) stored in the file, so that the file alone embeds an image.",
+        epilog="examples:\n"
+        "  centrum export --checkpoint runs/fmnist/model.ckpt --format onnx --out model.onnx\n"
+        "  centrum export --checkpoint runs/fmnist/model.ckpt --format torchscript --out model.ts",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="model.ckpt written by `centrum train`")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="file format")
     p.add_argument("--out", required=True, type=Path, help="output file (.onnx, or .ts for TorchScript)")
     p.set_defaults(func=run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from centrum.cli._inputs import HelpFormatter
+
 
 def read_api_keys(path: Path) -> frozenset[str]:
     """The API keys of ``path``: one per line; blank lines and ``#`` comments ignored."""
@@ -114,6 +116,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve an index folder over HTTP: POST /search, POST /classes/{name}/images, DELETE, "
         "GET /classes, GET /images/{id} (thumbnails), GET /health, a web page at / and the API at /docs. "
         "Enrolments are journalled (fsynced) before they are acknowledged.",
+        epilog="examples:\n"
+        "  centrum serve --index my-index --onnx model.onnx --api-key-file api-keys.txt --port 8000\n"
+        "  centrum serve --index my-index --checkpoint runs/fmnist/model.ckpt --no-auth   # reads and writes open\n"
+        "  curl -F image=@query.jpg 'http://127.0.0.1:8000/search?k=5'",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--index", required=True, type=Path, help="index folder (created if missing)")
     p.add_argument(

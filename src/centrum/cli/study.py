@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from centrum.cli._inputs import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``study`` command."""
@@ -14,6 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run every cell x seed of a study file (see studies/), resumable: finished runs are skipped "
         "and interrupted ones resume. Then write DIR/report.md and a self-contained DIR/report.html with "
         "mean ± std over seeds, paired differences with 95 %% intervals and verdicts, and the pictures.",
+        epilog="examples:\n"
+        "  centrum study studies/symm_losses.yaml --quick --out runs/study-quick\n"
+        "  centrum study studies/ctl.yaml --out runs/study-ctl --jobs 2\n"
+        "  centrum study studies/symm_losses.yaml --out runs/gpu --set trainer.accelerator=gpu",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("study", type=Path, help="YAML study file")
     p.add_argument("--out", type=Path, default=None, help="study folder (default: studies-out/<study name>)")
