@@ -168,3 +168,21 @@ def test_query_then_gallery_embeds_one_set_once():
     products = DatasetSplits("x", "products", test, test, other, num_train_classes=1)
     query, gallery = embed_query_gallery(embed, products)
     assert len(calls) == 3 and calls[-1] is other and gallery.paths == ["c"]
+
+
+def test_embedding_draws_no_progress_bar_when_output_is_not_a_terminal(capfd):
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from centrum.inference import embed_loader
+
+    class Flat(nn.Module):
+        def embed(self, images):
+            return images.flatten(1)
+
+    rows = [(torch.full((3, 2, 2), float(i)), 0, 0, i) for i in range(12)]
+    loader = DataLoader(rows, batch_size=2)  # 6 batches: enough for a bar on a terminal
+    features, indices = embed_loader(Flat(), loader, torch.device("cpu"))
+    assert features.shape == (12, 12) and indices.tolist() == list(range(12))
+    err = capfd.readouterr().err
+    assert "\r" not in err and "embed" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -58,7 +59,9 @@ def embed_loader(
     was_training = model.training
     model.eval()
     features, indices = [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=len(loader) < 5):
+    # a bar only on a terminal: in a log file or CI, carriage-return bars are noise between the plain lines
+    show_bar = len(loader) >= 5 and sys.stderr.isatty()
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not show_bar):
         if batch is None:
             continue
         images, _, _, index = batch
