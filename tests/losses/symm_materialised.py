@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from centrum.losses import AngularLoss, NPairLoss, PairLoss
 from centrum.losses import functional as LF
+from centrum.losses.base import check_pair_batch
 from centrum.losses.mining import topk_hardest
-from centrum.losses.pair_losses import AngularLoss, NPairLoss, PairLoss, check_pair_batch
 
 __all__ = ["MaterialisedSymm"]
 
