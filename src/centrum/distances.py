@@ -182,7 +182,8 @@ class Metric:
         The expansion adds ``(|q|^2 + |g|^2)`` first, then ``- 2 q.g``, as the widely copied re-id code."""
         if self.name in ("cosine", "dot"):
             dots = queries @ gallery.T
-            return dots.neg_().add_(1.0) if self.name == "cosine" else dots.neg_()
+            # rounding can push cos of unit rows past 1: a point's distance to itself must not print as -0.0000
+            return dots.neg_().add_(1.0).clamp_min_(0.0) if self.name == "cosine" else dots.neg_()
         if gallery_sq is None:
             gallery_sq = (gallery * gallery).sum(1)
         d2 = (queries * queries).sum(1, keepdim=True) + gallery_sq[None, :]

@@ -189,3 +189,22 @@ def test_centroid_index_remove_save_load(tmp_path):
     torch.testing.assert_close(loaded.centroids, index.centroids)
     loaded.add(torch.tensor([[0.0, 0, 8, 0]]), torch.tensor([5]))
     assert len(loaded) == 3 and 5 in loaded
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss-flat"])
+def test_cosine_distance_of_a_point_to_itself_is_never_negative(backend):
+    # seed 0 gives unit rows whose rounded self inner product exceeds 1 (1 - cos was -3.6e-7: printed "-0.0000")
+    if backend != "torch":
+        pytest.importorskip("faiss")
+    x = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
+    index = EmbeddingIndex(128, metric="cosine", backend=backend)
+    index.add(x, torch.zeros(64, dtype=torch.long))
+    result = index.search(x, k=3)
+    assert np.asarray(result.distances).min() >= 0.0
+    assert (np.asarray(result.distances)[:, 0] < 1e-5).all()
+
+
+def test_engine_scores_as_cosine_distances_are_never_negative():
+    from centrum.retrieval.backends.base import to_distance
+
+    assert to_distance(np.array([1.0000004, 0.5, -1.0], dtype=np.float32), "cosine").tolist() == [0.0, 0.5, 2.0]

@@ -227,7 +227,7 @@ class EmbeddingIndex:
             self._faiss.hnsw.efSearch = max(self.params["ef_search"], k)
         scores, idx = self._faiss.search(np.ascontiguousarray(queries), k)
         if self.metric == "cosine":
-            dist = 1.0 - scores
+            dist = np.maximum(1.0 - scores, 0.0)  # cos of unit rows may round past 1
         elif self.metric == "dot":
             dist = -scores
         elif self.metric == "euclidean":

@@ -349,7 +349,7 @@ def to_distance(scores: np.ndarray, metric: str, squared: bool = False) -> np.nd
     """An engine's scores in centrum's distance convention: inner products for ``cosine``/``dot`` (1 - s,
     -s), squared L2 (``squared=True``) or L2 for ``euclidean``."""
     if metric == "cosine":
-        return (1.0 - scores).astype(np.float32)
+        return np.maximum(1.0 - scores, 0.0).astype(np.float32)  # cos of unit rows may round past 1
     if metric == "dot":
         return (-scores).astype(np.float32)
     return (np.sqrt(np.maximum(scores, 0.0)) if squared else scores).astype(np.float32)
