@@ -194,34 +194,49 @@ def _finish(fig: Any, path: Path, title: str, caption: str) -> Picture:
     return Picture(path, title, caption)
 
 
+def _metric_column(rows: list[dict[str, str]], metrics: list[str]) -> tuple[str, str] | None:
+    """The first of ``metrics`` (protocol/metric) that a run's metrics.csv logs: (metric, column)."""
+    columns = {c.lower(): c for c in (rows[0] if rows else {})}
+    for metric in metrics:
+        column = columns.get(f"eval/{metric}".lower())
+        if column and any(r.get(column) not in (None, "") for r in rows):
+            return metric, column
+    return None
+
+
 def figure_curves(results: StudyResults, path: Path) -> Picture | None:
-    """Training loss per step and the main metric per evaluated epoch, every arm on shared axes."""
+    """Training loss per step and the main metric per evaluated epoch, every arm on shared axes (an arm
+    whose data has no main metric, e.g. another dataset's protocol, shows the first compared metric it has)."""
     arms = _arms(results)
     if not arms:
         return None
-    columns = arms[0][1][0].rows[0].keys() if arms[0][1][0].rows else []
-    wanted = f"eval/{results.study.metric}".lower()
-    metric_col = next((c for c in columns if c.lower() == wanted), wanted)
+    candidates = [results.study.metric] + [c.metric for c in results.study.comparisons]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
     positive = True
+    shown: set[str] = set()
     for (cell, runs), color in zip(arms, _colors(len(arms)), strict=True):
         xs, mean, std = _mean_curve(runs, "step", "train/loss_step")
         if len(xs):
             ax_loss.plot(xs, mean, color=color, label=cell.label, lw=1)
             ax_loss.fill_between(xs, mean - std, mean + std, color=color, alpha=0.15)
             positive &= bool((mean > 0).all())
-        xs, mean, std = _mean_curve(runs, "epoch", metric_col)
+        found = _metric_column(runs[0].rows, candidates)
+        if found is None:
+            continue
+        metric, column = found
+        xs, mean, std = _mean_curve(runs, "epoch", column)
         if len(xs):
-            ax_metric.errorbar(xs + 1, mean, yerr=std, color=color, marker="o", ms=3, capsize=2, label=cell.label)
+            shown.add(metric)
+            label = cell.label if metric == results.study.metric else f"{cell.label} ({metric})"
+            ax_metric.errorbar(xs + 1, mean, yerr=std, color=color, marker="o", ms=3, capsize=2, label=label)
     if positive:
         ax_loss.set_yscale("log")
     ax_loss.set(title="training loss (mean over seeds, band = std)", xlabel="training step", ylabel="loss")
-    ax_metric.set(
-        title=f"{results.study.metric} on the test split while training", xlabel="epoch", ylabel=results.study.metric
-    )
+    metric_name = ", ".join(m for m in candidates if m in shown) or results.study.metric
+    ax_metric.set(title=f"{metric_name} on the test split while training", xlabel="epoch", ylabel=metric_name)
     for ax in (ax_loss, ax_metric):
         ax.grid(alpha=0.3)
-    _legend(ax_metric, len(arms))
+    _legend(ax_loss, len(arms))
     return _finish(
         fig,
         path,
@@ -404,14 +419,14 @@ def figure_centroids(results: StudyResults, path: Path) -> Picture | None:
                 bars.append((cell, name, twin))
     if not bars:
         return None
-    labels = [f"{c.label}\n{n.split('/', 1)[1]}" for c, n, _ in bars]
+    labels = [f"{c.label.replace(', ', chr(10))}\n{n.split('/', 1)[1]}" for c, n, _ in bars]
     per_image = [_cell_mean(results, c, n) for c, n, _ in bars]
     centroid = [_cell_mean(results, c, t) for c, _, t in bars]
     x = np.arange(len(bars))
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(bars)), 4))
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(bars)), 4.5))
     ax.bar(x - 0.2, [m for m, _ in per_image], 0.4, yerr=[s for _, s in per_image], capsize=3, label="per image")
     ax.bar(x + 0.2, [m for m, _ in centroid], 0.4, yerr=[s for _, s in centroid], capsize=3, label="class centroids")
-    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xticks(x, labels, fontsize=6)
     ax.set(title="Per-image vs centroid retrieval", xlabel="arm and metric", ylabel="metric value (mean +- std)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -444,30 +459,47 @@ def figure_step_cost(results: StudyResults, path: Path) -> Picture | None:
     ]
     cores = next((r.step_cost.get("cpu_count") for _, runs in _arms(results) for r in runs if r.step_cost), None)
     load_note = ""
-    if loads and cores and float(np.median(loads)) > cores:
+    # the study's own parallel runs keep the load near the core count; only a clearly higher load means that
+    # other processes competed for the cores while the steps were timed
+    if loads and cores and float(np.median(loads)) > 1.25 * cores:
         load_note = (
             f" Warning: the machine was busy (median load {float(np.median(loads)):.1f} on {cores} cores at the end "
-            "of the runs), so these times measure the other processes as much as the step."
+            "of the runs, this study's own runs included), so these times measure other processes as much as the step."
         )
+    with_symm = any(c.setting("symm") == "true" for c, *_ in arms)
+    # on the CPU the measure is the rise of the resident high-water mark within a step: once the allocator
+    # reuses freed memory, a small model's step raises it by nothing, and a panel of zeros would say nothing
+    show_memory = any(abs(m[0]) >= 0.5 for _, _, m, _ in arms if not math.isnan(m[0]))
     x = np.arange(len(arms))
     colors = ["tab:orange" if c.setting("symm") == "true" else "tab:blue" for c, *_ in arms]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(arms) * 2), 4))
+    panels = 2 if show_memory else 1
+    fig, axes = plt.subplots(1, panels, figsize=(max(4.5, 1.1 * len(arms)) * panels, 4.5), squeeze=False)
+    ax_t = axes[0][0]
     ax_t.bar(x, [t[0] for _, t, _, _ in arms], yerr=[t[1] for _, t, _, _ in arms], color=colors, capsize=3)
-    ax_m.bar(x, [m[0] for _, _, m, _ in arms], yerr=[m[1] for _, _, m, _ in arms], color=colors, capsize=3)
+    xlabel = "arm (orange: with Symm)" if with_symm else "arm"
+    ax_t.set(title="time per training step (median)", xlabel=xlabel, ylabel="milliseconds")
+    if show_memory:
+        ax_m = axes[0][1]
+        ax_m.bar(x, [m[0] for _, _, m, _ in arms], yerr=[m[1] for _, _, m, _ in arms], color=colors, capsize=3)
+        ax_m.set(title="working memory per step (median)", xlabel=xlabel, ylabel="MiB")
     names = [c.label.replace(", ", "\n") for c, *_ in arms]
-    ax_t.set_xticks(x, names, fontsize=6)
-    ax_m.set_xticks(x, names, fontsize=6)
-    ax_t.set(title="time per training step (median)", xlabel="arm (orange: with Symm)", ylabel="milliseconds")
-    ax_m.set(title="working memory per step (median)", xlabel="arm (orange: with Symm)", ylabel="MiB")
-    for ax in (ax_t, ax_m):
+    for ax in axes[0]:
+        ax.set_xticks(x, names, fontsize=6, rotation=30, ha="right")
         ax.grid(axis="y", alpha=0.3)
-    return _finish(
-        fig,
-        path,
-        "Time and memory per training step",
-        f"Symm's cost is the gap between each loss's orange and blue bars (memory measured as: {arms[0][3]}); "
-        "the paper claims it is small next to the backbone's." + load_note,
+    if with_symm:
+        what = (
+            "Symm's cost is the gap between each loss's orange and blue bars; "
+            "the paper claims it is small next to the backbone's."
+        )
+    else:
+        what = "The gap between arms is the cost of their objectives next to the shared backbone step."
+    measure = arms[0][3]
+    memory_note = (
+        f" Memory measured as: {measure}."
+        if show_memory
+        else f" Working memory is not drawn: no step raised it by 0.5 MiB or more ({measure}; freed memory is reused)."
     )
+    return _finish(fig, path, "Time and memory per training step", what + memory_note + load_note)
 
 
 def ranked_pictures(results: StudyResults) -> list[Picture]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,8 +93,30 @@ def execute_run(study: Study, run: PlannedRun, threads: int | None = None) -> fl
     return time.perf_counter() - start
 
 
-def _worker(args: tuple[Study, PlannedRun, int]) -> tuple[PlannedRun, float]:
-    study, run, threads = args
+_WATCHING_PARENT = False
+
+
+def exit_with_parent(parent: int, interval: float = 2.0) -> None:
+    """In a worker process: exit as soon as its parent process ``parent`` (the pid the study passed down, so
+    that a parent killed before the worker got here still counts) is gone, even killed with SIGKILL, instead
+    of training on as an orphan. The run it was training resumes from its last checkpoint when the study is
+    started again."""
+    global _WATCHING_PARENT
+    if _WATCHING_PARENT:
+        return
+    _WATCHING_PARENT = True
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker(args: tuple[Study, PlannedRun, int, int]) -> tuple[PlannedRun, float]:
+    study, run, threads, parent = args
+    exit_with_parent(parent)
     return run, execute_run(study, run, threads)
 
 
@@ -152,7 +175,7 @@ def run_study(
         threads = max(1, (os.cpu_count() or 1) // jobs)
         # spawn: a fresh interpreter per worker, so that no OpenMP thread pool is forked mid-use
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, (study, run, threads)) for run in todo]
+            futures = [pool.submit(_worker, (study, run, threads, os.getpid())) for run in todo]
             for future in as_completed(futures):
                 run, seconds = future.result()
                 report(run, seconds)
