@@ -381,6 +381,9 @@ def figure_tsne(results: StudyResults, path: Path, max_arms: int = 10) -> Pictur
         for c, snap in enumerate(snaps):
             with np.load(snap) as data:
                 emb, labels, epoch = data["embeddings"], data["labels"], int(data["epoch"])
+                if "gallery_embeddings" in data:  # a re-id protocol: the subset's gallery images belong in the map
+                    emb = np.concatenate([emb, data["gallery_embeddings"]])
+                    labels = np.concatenate([labels, data["gallery_labels"]])
             ax = axes[r, c]
             if len(emb) >= 5:
                 perplexity = min(30.0, (len(emb) - 1) / 3)
@@ -390,7 +393,7 @@ def figure_tsne(results: StudyResults, path: Path, max_arms: int = 10) -> Pictur
             ax.set_title(f"epoch {epoch}", fontsize=8)
             ax.set_xlabel("t-SNE 1", fontsize=7)
             if c == 0:
-                ax.set_ylabel(f"{cell.label}\n(seed {seed})  t-SNE 2", fontsize=7)
+                ax.set_ylabel(f"{cell.label.replace(', ', chr(10))}\n(seed {seed})  t-SNE 2", fontsize=7)
     fig.suptitle("t-SNE of test embeddings (unseen classes, colour = class) over training", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
