@@ -476,7 +476,11 @@ def figure_step_cost(results: StudyResults, path: Path) -> Picture | None:
     x = np.arange(len(arms))
     colors = ["tab:orange" if c.setting("symm") == "true" else "tab:blue" for c, *_ in arms]
     panels = 2 if show_memory else 1
-    fig, axes = plt.subplots(1, panels, figsize=(max(4.5, 1.1 * len(arms)) * panels, 4.5), squeeze=False)
+    width = min(max(4.5, 0.8 * len(arms)), 10.0)
+    # many arms: the panels one above the other, so that the picture stays readable at page width
+    grid = (panels, 1) if len(arms) > 6 else (1, panels)
+    fig, axes = plt.subplots(*grid, figsize=(width * grid[1], 4.0 * grid[0]), squeeze=False)
+    axes = axes.reshape(1, -1)
     ax_t = axes[0][0]
     ax_t.bar(x, [t[0] for _, t, _, _ in arms], yerr=[t[1] for _, t, _, _ in arms], color=colors, capsize=3)
     xlabel = "arm (orange: with Symm)" if with_symm else "arm"
@@ -487,7 +491,7 @@ def figure_step_cost(results: StudyResults, path: Path) -> Picture | None:
         ax_m.set(title="working memory per step (median)", xlabel=xlabel, ylabel="MiB")
     names = [c.label.replace(", ", "\n") for c, *_ in arms]
     for ax in axes[0]:
-        ax.set_xticks(x, names, fontsize=6, rotation=30, ha="right")
+        ax.set_xticks(x, names, fontsize=7, rotation=30, ha="right")
         ax.grid(axis="y", alpha=0.3)
     if with_symm:
         what = (
