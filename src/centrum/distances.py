@@ -35,6 +35,16 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return F.normalize(x.float(), p=2.0, dim=-1, eps=eps)
 
 
+def gram_diagonal(gram: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The squared norms of the rows of ``x``, given its Gram matrix ``gram = x x^T``: read off the diagonal (so
+    that ``|x|^2 + |x|^2 - 2 x.x`` is exactly 0 and a point's distance to itself exactly ``sqrt(1e-12)``), or,
+    inside ``torch.compile``, summed from ``x``: inductor (torch 2.13) differentiates a distance built from the
+    Gram's own diagonal wrongly (``tests/losses/test_compiled.py`` compares compiled and eager gradients)."""
+    if torch.compiler.is_compiling():
+        return (x * x).sum(-1)
+    return gram.diagonal()
+
+
 def squared_euclidean(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """Squared Euclidean distances ``||x_i - y_j||^2`` between the rows of ``x`` and ``y``, clamped at 0.
 
@@ -131,7 +141,9 @@ class Metric:
         :func:`l2_normalize` does (norms below 1e-12 count as 1e-12); norms ``None`` mean rows already
         prepared (unit rows for the cosine; the inner product needs none)."""
         if self.name in ("euclidean", "squared_euclidean"):
-            d2 = torch.add(sq_rows + sq_cols, inner, alpha=-2.0)
+            # written out, not torch.add(..., alpha=-2): inductor (torch 2.13) folds add-with-alpha of a matrix
+            # product into a wrong fused product (tests/losses/test_compiled.py)
+            d2 = sq_rows + sq_cols - 2.0 * inner
             # max(max(d2, 0), 1e-12) = max(d2, 1e-12), in value and in gradient
             return d2.clamp_min(1e-12).sqrt() if self.name == "euclidean" else d2.clamp_min(0.0)
         if self.name == "cosine":
@@ -147,7 +159,7 @@ class Metric:
         along a row left out (``|y|^2 - 2 x.y`` for the Euclidean metrics, ``-x.y / |y|`` for the cosine,
         ``-x.y`` for the inner product). For mining within a row only; one or two operations."""
         if self.name in ("euclidean", "squared_euclidean"):
-            return torch.add(sq_cols, inner, alpha=-2.0)
+            return sq_cols - 2.0 * inner  # not add(..., alpha=-2): see from_gram
         if self.name == "cosine":
             return inner / sq_cols.sqrt().clamp_min(1e-12).neg()
         return inner.neg()
@@ -158,8 +170,8 @@ class Metric:
         yp = xp if y is None else self.prepare(y)
         inner = xp @ yp.T
         if self.name in ("euclidean", "squared_euclidean"):
-            if y is None:  # the Gram's own diagonal: a point's distance to itself is exactly sqrt(1e-12)
-                sq = inner.diagonal()
+            if y is None:
+                sq = gram_diagonal(inner, xp)
                 return self.from_gram(inner, sq.unsqueeze(1), sq.unsqueeze(0))
             return self.from_gram(inner, (xp * xp).sum(1, keepdim=True), (yp * yp).sum(1).unsqueeze(0))
         return self.from_gram(inner, None, None)  # cosine: rows already normalised

@@ -22,16 +22,41 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 __all__ = [
+    "DamagedFileError",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "read_npz",
+    "replace_directory",
     "safe_torch_load",
     "save_figure",
     "save_npz",
 ]
 
 _TMP_SUFFIX = ".tmp"
+_ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"  # an archive with no member (np.savez of nothing)
+_NPY_MAGIC = b"\x93NUMPY"
+_PICKLE_PROTO = 0x80  # first byte of a pickle of protocol 2+, and of torch.save's legacy format
+
+
+class DamagedFileError(ValueError):
+    """A file that is not what it should be (damaged, truncated, or another kind of file).
+
+    ``path`` is the file; ``reason`` says what is wrong with it in words, without the path, so that a caller
+    can put the file's role in front (``"--embeddings file X is not a readable .npz archive: <reason>"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, kind: str = "file") -> None:
+        self.path = pathlib.Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path} is not a readable {kind}: {reason}")
+
+
+def _head(path: pathlib.Path, n: int = 8) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(n)
 
 
 def _umask() -> int:
@@ -133,6 +158,97 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> pathlib.Path:
     return atomic_write_bytes(target, buffer.getvalue())
 
 
+def read_npz(path: str | os.PathLike) -> dict[str, Any]:
+    """Every array of an ``.npz`` archive, read without unpickling anything.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`DamagedFileError` (a ``ValueError``) whose
+    ``reason`` says in words why the file cannot be read: empty, a single-array ``.npy``, not an ``.npz`` at all
+    (random bytes, text), a damaged or truncated archive, or an array of pickled Python objects.
+    """
+    import zipfile
+
+    import numpy as np
+
+    target = pathlib.Path(path)
+    if not target.is_file():
+        raise FileNotFoundError(f"{target} does not exist")
+    head = _head(target)
+    kind = ".npz archive"
+    if not head:
+        raise DamagedFileError(target, "the file is empty (0 bytes)", kind)
+    if head.startswith(_NPY_MAGIC):
+        raise DamagedFileError(target, "it is a single-array .npy file, not an .npz archive", kind)
+    if not head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
+        # without this check numpy falls back to unpickling and calls any file "pickled (object) data"
+        raise DamagedFileError(target, "it is not a valid .npz file (damaged, or not an .npz file at all)", kind)
+    arrays: dict[str, Any] = {}
+    try:
+        with np.load(target, allow_pickle=False) as data:
+            for name in data.files:
+                try:
+                    arrays[name] = data[name]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise DamagedFileError(
+                        target, f"array {name!r} holds pickled Python objects, which centrum never loads", kind
+                    ) from None
+    except DamagedFileError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamagedFileError(target, f"the archive is damaged or truncated ({detail})", kind) from exc
+    return arrays
+
+
+def replace_directory(staging: str | os.PathLike, target: str | os.PathLike) -> pathlib.Path:
+    """Put the folder ``staging`` in the place of ``target`` (a folder, or nothing) and remove the old one.
+
+    On Linux the two are swapped in one atomic step (``renameat2(RENAME_EXCHANGE)``), so that a reader or a
+    crash sees the old folder or the new one, never neither. Elsewhere (or on a file system without it) the
+    old folder is first renamed aside (``.NAME.old-*``), then the new one moved in: a crash in between leaves
+    both, named, with ``target`` missing. Both folders must be on the same file system (same parent).
+    """
+    import shutil
+
+    new, old = pathlib.Path(staging), pathlib.Path(target)
+    if not old.exists():
+        os.replace(new, old)
+        return old
+    if not _exchange(new, old):
+        aside = pathlib.Path(tempfile.mkdtemp(prefix=f".{old.name}.old-", dir=old.parent))
+        aside.rmdir()
+        os.replace(old, aside)
+        os.replace(new, old)
+        new = aside
+    shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old folder
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(old.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return old
+
+
+def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2; False where that is not available."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0
+
+
 def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> pathlib.Path:
     """Save a Matplotlib figure atomically, in the format of ``path``'s suffix (PNG by default)."""
     target = pathlib.Path(path)
@@ -162,6 +278,16 @@ def safe_torch_load(
     target = pathlib.Path(path)
     if not target.is_file():
         raise FileNotFoundError(f"{what} {target} does not exist")
+    head = _head(target)
+    if not head:
+        raise ValueError(f"{what} {target} is empty (0 bytes): not a PyTorch file")
+    if not head.startswith(_ZIP_MAGIC) and head[0] != _PICKLE_PROTO:
+        # torch.save writes a zip archive (or, in its legacy format, a pickle); anything else fails deep in the
+        # unpickler with a meaningless message such as ": 101"
+        raise ValueError(
+            f"{what} {target} is not a PyTorch file (it may be damaged, or be another kind of file): "
+            "a file written by torch.save starts as a zip archive"
+        )
     safe_globals = allowed() if allowed is not None else []
     try:
         with torch.serialization.safe_globals(safe_globals):
@@ -174,4 +300,8 @@ def safe_torch_load(
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{what} {target} could not be read as a PyTorch file: {reason}") from exc
+        if isinstance(exc, KeyError | EOFError):  # the unpickler's own words (a bare number, "Ran out of input")
+            reason = "its contents end early or are corrupt"
+        raise ValueError(
+            f"{what} {target} could not be read as a PyTorch file (damaged or truncated): {reason}"
+        ) from exc

@@ -18,7 +18,8 @@ LABELS = {
 
 def chosen(G: torch.Tensor, layout: _Layout, index: torch.Tensor, alpha: float, beta: float):
     inner, sq, W = _candidate_table(G.detach(), layout, alpha, beta)  # recomputed at every perturbed G
-    return _ChosenCandidates.apply(G, inner, sq, W, index, layout)
+    fast = layout.fast()
+    return _ChosenCandidates.apply(G, inner, sq, W, index, fast["i2"], fast["positions"], fast["row_offset"])
 
 
 @pytest.mark.parametrize("labels", list(LABELS))

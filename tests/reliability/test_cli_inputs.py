@@ -89,6 +89,11 @@ CASES: list[tuple[str, Callable, str]] = [
         "--out", str(t / "o.npz")], "no.ckpt does not exist"),
     ("embed: checkpoint truncated", lambda v, t: ["embed", str(v["images"]), "--checkpoint",
         str(_truncated(v["checkpoint"], t / "cut.ckpt")), "--out", str(t / "o.npz")], "cut.ckpt could not be read"),
+    ("embed: checkpoint is a text file", lambda v, t: ["embed", str(v["images"]), "--checkpoint",
+        str(_text(t / "notes.ckpt")), "--out", str(t / "o.npz")],
+        "notes.ckpt is not a PyTorch file (it may be damaged, or be another kind of file)"),
+    ("embed: checkpoint is empty", lambda v, t: ["embed", str(v["images"]), "--checkpoint",
+        str(_empty(t / "empty.ckpt")), "--out", str(t / "o.npz")], "empty.ckpt is empty (0 bytes)"),
     ("embed: checkpoint not centrum's", lambda v, t: ["embed", str(v["images"]), "--checkpoint",
         str(_save(t / "other.ckpt", {"state_dict": {}})), "--out", str(t / "o.npz")], "other.ckpt is not a centrum"),
     ("embed: checkpoint runs code", lambda v, t: ["embed", str(v["images"]), "--checkpoint",
@@ -127,6 +132,15 @@ CASES: list[tuple[str, Callable, str]] = [
     # index build
     ("index build: npz truncated", lambda v, t: ["index", "build", "--embeddings",
         str(_truncated(v["npz"], t / "cut.npz")), "--out", str(t / "i")], "cut.npz is not a readable .npz"),
+    ("index build: npz of random bytes", lambda v, t: ["index", "build", "--embeddings",
+        str(_random_bytes(t / "noise.npz")), "--out", str(t / "i")],
+        "noise.npz is not a readable .npz archive: it is not a valid .npz file (damaged, or not an .npz file"),
+    ("index build: a .npy given as .npz", lambda v, t: ["index", "build", "--embeddings",
+        str(_npy(t / "one.npz")), "--out", str(t / "i")],
+        "one.npz is not a readable .npz archive: it is a single-array"),
+    ("index search: index.npz of random bytes", lambda v, t: ["index", "search",
+        str(_copy_index(v, t / "rnd", lambda p: _random_bytes(p))), "--queries", str(v["npz"])],
+        "index.npz is not a readable centrum index: it is not a valid .npz file"),
     ("index build: string labels", lambda v, t: ["index", "build", "--embeddings",
         str(_npz_with(v, t / "s.npz", labels=np.array(["cat", "cat", "dog", "dog"]))), "--out", str(t / "i")],
         "array labels must hold integers"),
@@ -190,6 +204,23 @@ def _text(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def _empty(path: pathlib.Path) -> pathlib.Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _random_bytes(path: pathlib.Path) -> pathlib.Path:
+    # fixed bytes that start like neither a zip archive nor a pickle, as most random files do
+    path.write_bytes(bytes(np.random.default_rng(3).integers(0, 128, 4096, dtype=np.uint8)))
+    return path
+
+
+def _npy(path: pathlib.Path) -> pathlib.Path:
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros((2, 3), np.float32))
+    return path
+
+
 def _bad_image(path: pathlib.Path) -> pathlib.Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     return path
@@ -208,6 +239,7 @@ def test_bad_input_exits_2_with_one_line_naming_it(valid, tmp_path, capsys, buil
     assert lines[0].startswith(f"centrum {argv[0]}: error: ")
     assert expected in lines[0]
     assert "Traceback" not in err
+    assert "allow_pickle" not in err and not lines[0].rstrip().endswith(": 101")  # numpy's and torch's own words
     assert not (tmp_path / "pwned").exists()
 
 

@@ -156,7 +156,7 @@ def test_resume_refuses_unreadable_or_unsafe_checkpoints(good_config: Path, tmp_
     (run / "config.yaml").write_text(load_config(good_config).to_yaml())
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(b"truncated")
-    fails_with(capsys, ["train", str(good_config), "--resume", "--out", str(run)], "last.ckpt could not be read")
+    fails_with(capsys, ["train", str(good_config), "--resume", "--out", str(run)], "last.ckpt", "PyTorch file")
     marker = tmp_path / "created-by-pickle"
 
     class Payload:
@@ -195,3 +195,67 @@ def test_read_only_output_folder(good_config: Path, tmp_path: Path, capsys) -> N
         fails_with(capsys, ["train", str(good_config), "--out", str(locked / "run")], "locked")
     finally:
         locked.chmod(0o700)
+
+
+def test_empty_config_is_named_and_no_run_folder_is_made(tmp_path: Path, capsys) -> None:
+    """An empty file (or one of comments only) trained the defaults and failed on them, after making the run
+    folder: "5 classes cannot fill batches of p=16"."""
+    for text in ("", "# nothing yet\n\n"):
+        empty = tmp_path / "empty.yaml"
+        empty.write_text(text)
+        out = tmp_path / "run"
+        fails_with(capsys, ["train", str(empty), "--out", str(out), "trainer.max_epochs=1"], "empty.yaml is empty")
+        assert not out.exists()
+
+
+def test_missing_data_root_is_named_before_a_run_folder_is_made(good_config: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    missing = tmp_path / "nowhere" / "images.csv"
+    argv = ["train", str(good_config), f"data.root={missing}", "--out", str(out)]
+    fails_with(capsys, argv, "data.root", str(missing))
+    assert not out.exists()
+    # omniglot: the message says where Omniglot comes from and how to point at it
+    line = fails_with(
+        capsys,
+        ["train", str(good_config), "data.dataset=omniglot", f"data.root={tmp_path / 'omni'}", "--out", str(out)],
+        "data.root",
+        str(tmp_path / "omni"),
+        "images_background.zip",
+        "data.root=",
+    )
+    assert "github.com/brendenlake/omniglot" in line
+    assert not out.exists()
+    # a dataset that needs a root, with none given
+    fails_with(capsys, ["train", str(good_config), "data.root=null", "--out", str(out)], "data.root is not set", "csv")
+    assert not out.exists()
+    # data.p larger than the training classes: named, before anything is made
+    fails_with(capsys, ["train", str(good_config), "data.p=16", "--out", str(out)], "data.p=16", "6 classes")
+    assert not out.exists()
+
+
+def test_resume_with_fewer_epochs_leaves_the_run_alone(good_config: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(good_config), "trainer.max_epochs=2", "--out", str(out), "--progress", "none"]) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    fails_with(
+        capsys,
+        ["train", str(good_config), "trainer.max_epochs=1", "--resume", "--out", str(out)],
+        "has trained 2 epoch(s)",
+        "trainer.max_epochs=1",
+    )
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+def test_results_table_fits_and_says_what_centroids_use(good_config: Path, tmp_path: Path, capsys) -> None:
+    """Two gallery classes: Acc@10..50 are 100 % by construction for the centroid row, so they are left out;
+    the table fits 100 columns and the centroid row says that it uses the gallery's labels."""
+    argv = ["train", str(good_config), "evaluation.protocols=[products, products-centroids]"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--progress", "none"]) == 0
+    out = capsys.readouterr().out
+    lines = out[: out.index("run folder:")].strip().splitlines()
+    assert max(len(line) for line in lines) <= 100, lines
+    header = lines[lines.index(next(line for line in lines if line.startswith("metrics in %"))) + 1]
+    assert sorted(header.split()) == ["Acc@1", "mAP"], header
+    centroid_rows = [line for line in lines if line.startswith("products-centroids (gallery labels) ")]
+    assert len(centroid_rows) == 1, lines

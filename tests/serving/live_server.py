@@ -95,3 +95,16 @@ def start_server(index: Path, model_args: list[str], extra: list[str] = (), log:
         time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"server did not answer within 90 s: {log.read_text()[-2000:]}")
+
+
+def run_serve(
+    index: Path, model_args: list[str], extra: list[str] = (), timeout: float = 90
+) -> subprocess.CompletedProcess:
+    """Run ``python -m centrum serve`` expecting it to stop by itself (a refused start); its output as text."""
+    args = [sys.executable, "-m", "centrum", "serve", "--index", str(index), *model_args, "--host", "127.0.0.1"]
+    if "--port" not in extra:
+        args += ["--port", str(free_port())]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run(
+        [*args, "--threads", "1", *extra], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )

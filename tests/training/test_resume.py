@@ -16,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 
+from centrum.training import callbacks as callbacks_module
 from centrum.training import run as run_module
 from centrum.training import train
 
@@ -52,7 +53,7 @@ class FailingEvaluation:
     """``evaluate_model`` that raises on its ``fail_at``-th call (a crash during an evaluation)."""
 
     def __init__(self, fail_at: int) -> None:
-        self.real, self.fail_at, self.calls = run_module.evaluate_model, fail_at, 0
+        self.real, self.fail_at, self.calls = callbacks_module.evaluate_model, fail_at, 0
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -84,7 +85,7 @@ def test_interrupted_runs_resume_exactly(tiny_config, stripes_splits, tmp_path: 
     assert last["global_step"] == 12 and last["epoch"] == 2  # the newest state: after the last epoch
 
     run_dir = tmp_path / "evaluation"
-    monkeypatch.setattr(run_module, "evaluate_model", FailingEvaluation(fail_at=3))  # the final one
+    monkeypatch.setattr(callbacks_module, "evaluate_model", FailingEvaluation(fail_at=3))  # the final one
     with pytest.raises(RunInterruptedError):
         train(config, run_dir, splits=stripes_splits, enable_progress_bar=False)
     monkeypatch.undo()
@@ -144,24 +145,26 @@ def test_zero_training_steps_is_an_error(stripes_csv: Path, tiny_config, tmp_pat
 KILLED_RUN = """
 import os, signal, sys
 import lightning as L
+import torch
+from centrum.training import callbacks as callbacks_module
 from centrum.training import load_config, train
-from centrum.training import run as run_module
 
 where, at = sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(int(sys.argv[6]))  # the reference run's count: float sums depend on it
 
 class KillAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if where == "step" and trainer.global_step == at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-real = run_module.evaluate_model
+real = callbacks_module.evaluate_model
 calls = []
 def evaluate(*args, **kwargs):
     calls.append(1)
     if where == "evaluation" and len(calls) == at:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
-run_module.evaluate_model = evaluate
+callbacks_module.evaluate_model = evaluate
 train(load_config(sys.argv[1]), sys.argv[2], resume=sys.argv[5] == "resume", enable_progress_bar=False,
       callbacks=[KillAt()])
 """
@@ -177,10 +180,11 @@ def test_sigkilled_at_several_points_resumes_exactly(stripes_csv: Path, tiny_con
     expected = train(config, tmp_path / "reference", enable_progress_bar=False)
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    threads = str(torch.get_num_threads())
     kills = [("step", 2, "fresh"), ("step", 4, "resume"), ("evaluation", 2, "resume")]
     for where, at, how in kills:
         killed = subprocess.run(
-            [sys.executable, "-c", KILLED_RUN, str(config_path), str(run_dir), where, str(at), how],
+            [sys.executable, "-c", KILLED_RUN, str(config_path), str(run_dir), where, str(at), how, threads],
             capture_output=True,
             text=True,
             env=env,

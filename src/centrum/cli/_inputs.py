@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import zipfile
 
 import numpy as np
 
@@ -47,15 +46,15 @@ def load_npz(path: str | os.PathLike, name: str = "--embeddings") -> dict[str, n
 
     Label and camera arrays must hold integers (class names go in ``class_names``).
     """
+    from centrum.io import DamagedFileError, read_npz
+
     file = pathlib.Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{name} file {file} does not exist")
     try:
-        with np.load(file, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{name} file {file} is not a readable .npz archive: {reason}") from exc
+        arrays = read_npz(file)
+    except DamagedFileError as exc:
+        raise ValueError(f"{name} file {file} is not a readable .npz archive: {exc.reason}") from exc
     if not isinstance(arrays, dict) or not arrays:
         raise ValueError(f"{name} file {file} holds no array")
     for key in INTEGER_ARRAYS:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import pathlib
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 
 from centrum.cli import _inputs
 from centrum.cli._inputs import load_npz
 from centrum.distances import METRICS
+from centrum.retrieval.backends.qdrant_backend import qdrant_errors
+from centrum.retrieval.folder import INDEX_INFO_FILE, check_build_target
+from centrum.retrieval.folder import BackendIndex as BackendIndex  # its import path before the move
 
 BUILD_EXAMPLE = """example:
   centrum embed gallery/ --checkpoint model.ckpt --out gallery.npz
@@ -22,7 +27,8 @@ BUILD_EXAMPLE = """example:
   centrum index build --manifest shards/ --backend faiss-hnsw --kind image --out hnsw-index
   centrum index build --embeddings gallery.npz --backend qdrant --qdrant-path qdrant-data --out q-index
 
-The index keeps the class names of the .npz (class_names) and absolute image paths.
+The index keeps the class names of the .npz (class_names) and absolute image paths. An existing index
+in --out is replaced only with --overwrite (then in one step: readers see the old index or the new one).
 """
 SEARCH_EXAMPLE = """example:
   centrum embed queries/ --checkpoint model.ckpt --out queries.npz
@@ -49,7 +55,6 @@ def _matrix(values: np.ndarray, path: str, what: str) -> np.ndarray:
 
 LEGACY_BACKENDS: tuple[str, ...] = ("torch", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 BACKEND_CHOICES: tuple[str, ...] = ("torch", "faiss-flat", "faiss-ivfpq", "faiss-hnsw", "qdrant", "faiss-ivf")
-INDEX_INFO_FILE = "centrum_index.json"  # written by a backend build: backend, kind, class names, where Qdrant is
 
 
 @dataclass
@@ -145,9 +150,55 @@ def build(args: argparse.Namespace) -> int:
     if args.backend != "qdrant" and any(v is not None for v in qdrant_flags):
         raise ValueError(f"--qdrant-path/--qdrant-url/--qdrant-api-key-file/--collection need --backend qdrant, "
                          f"not {args.backend}")  # fmt: skip
+    check_build_target(args.out, args.overwrite)
+    if args.backend == "qdrant" and args.qdrant_path is not None:
+        data, out = pathlib.Path(args.qdrant_path).resolve(), args.out.resolve()
+        if data == out or out in data.parents:
+            raise ValueError(
+                f"--qdrant-path {args.qdrant_path} must not be inside --out {args.out}: the index folder is "
+                "written (and replaced) as a whole; put the Qdrant folder beside it"
+            )
     gallery = read_gallery(args)
-    if uses_backend_format(args):
-        return build_backend(args, gallery)
+    with staging_folder(args.out) as staging:
+        if uses_backend_format(args):
+            message = build_backend(args, gallery, staging)
+        else:
+            message = build_builtin(args, gallery, staging)
+    print(message)
+    return 0
+
+
+@contextlib.contextmanager
+def staging_folder(out: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A new folder beside ``out`` to build the index in; on a clean exit it takes ``out``'s place in one step
+    (:func:`centrum.io.replace_directory`), on an error it is removed and ``out`` is untouched."""
+    from centrum.io import replace_directory
+
+    out = out.resolve()
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise ValueError(f"cannot save an index to {out}: folder {parent}: {exc.strerror or exc}") from exc
+    try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the index from other users
+        yield staging
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        replace_directory(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def build_builtin(args: argparse.Namespace, gallery: Gallery, folder: pathlib.Path) -> str:
+    """Write the built-in format (``index.npz``) that every command reads into ``folder``."""
     from centrum.retrieval import CentroidIndex, EmbeddingIndex
 
     if args.centroids:
@@ -158,26 +209,13 @@ def build(args: argparse.Namespace) -> int:
         index.add(gallery.vectors, gallery.labels, gallery.paths, gallery.cameras)
     names = gallery.names
     index.class_names = {label: name for label, name in names.items()}
-    index.save(args.out)
-    print(f"saved {index!r} to {args.out}" + (f" with {len(names)} class names" if names else ""))
-    return 0
+    index.save(folder)
+    return f"saved {index!r} to {args.out}" + (f" with {len(names)} class names" if names else "")
 
 
-@contextlib.contextmanager
-def qdrant_errors(where: str) -> Iterator[None]:
-    """Turn a Qdrant server's connection or response error into a one-line ``ValueError`` naming ``where``."""
-    try:
-        yield
-    except Exception as exc:
-        module = type(exc).__module__ or ""
-        if not module.startswith(("qdrant_client", "httpx", "httpcore", "grpc")):
-            raise
-        raise ValueError(f"qdrant at {where}: {type(exc).__name__}: {exc}") from exc
-
-
-def build_backend(args: argparse.Namespace, gallery: Gallery) -> int:
+def build_backend(args: argparse.Namespace, gallery: Gallery, folder: pathlib.Path) -> str:
     """Build through :func:`centrum.retrieval.backends.open_backend` and write ``centrum_index.json`` (plus,
-    for torch/faiss, the backend's own files) into ``--out``: what ``centrum index search`` reopens."""
+    for torch/faiss, the backend's own files) into ``folder``: what every command that takes an index reads."""
 
     if args.backend == "faiss-ivf":
         raise ValueError(
@@ -189,34 +227,49 @@ def build_backend(args: argparse.Namespace, gallery: Gallery) -> int:
     options = qdrant_options(args) if name == "qdrant" else {}
     dim = int(gallery.vectors.shape[1])
     with qdrant_errors(options.get("url") or options.get("path") or ""):
-        return _build_backend(args, gallery, name, kind, options, dim)
+        return _build_backend(args, gallery, name, kind, options, dim, folder)
 
 
-def _build_backend(args: argparse.Namespace, gallery: Gallery, name: str, kind: str, options: dict, dim: int) -> int:
-    from centrum.io import atomic_write_json
+def _open_empty(name: str, dim: int, kind: str, metric: str, options: dict, overwrite: bool):
+    """A new backend index; for Qdrant, a collection that holds nothing (emptied first with ``overwrite``)."""
     from centrum.retrieval.backends import open_backend
 
-    index = open_backend(name, dim, kind=kind, metric=args.metric, **options)
+    index = open_backend(name, dim, kind=kind, metric=metric, **options)
+    if name != "qdrant" or not len(index):
+        return index
+    if not overwrite:
+        held = len(index)
+        index.close()
+        raise ValueError(
+            f"qdrant collection {index.collection!r} already holds {held} entries: pass --overwrite to "
+            "replace them, or choose another --collection"
+        )
+    index.client.delete_collection(index.collection)
+    return open_backend(name, dim, kind=kind, metric=metric, **options)
+
+
+def _build_backend(
+    args: argparse.Namespace, gallery: Gallery, name: str, kind: str, options: dict, dim: int, folder: pathlib.Path
+) -> str:
+    from centrum.io import atomic_write_json
+
+    index = _open_empty(name, dim, kind, args.metric, options, args.overwrite)
     try:
-        if len(index):
-            raise ValueError(
-                f"qdrant collection {getattr(index, 'collection', '?')!r} already holds {len(index)} entries: "
-                "choose another --collection or delete it"
-            )
         n = len(gallery.vectors)
         if kind == "centroid":
             index.add(gallery.vectors, _check_centroid_labels(gallery))
         else:
             labels = np.full(n, -1, np.int64) if gallery.labels is None else gallery.labels
             index.add(gallery.vectors, labels, gallery.paths, gallery.cameras)
-        args.out.mkdir(parents=True, exist_ok=True)
         if name != "qdrant":
-            index.save(args.out)
+            index.save(folder)
         info = {
             "backend": name,
             "kind": kind,
             "dim": dim,
             "metric": args.metric,
+            "size": len(index),
+            "has_paths": kind == "image" and bool(gallery.paths) and any(gallery.paths),
             "class_names": {str(k): v for k, v in gallery.names.items()},
         }
         if name == "qdrant":
@@ -226,68 +279,18 @@ def _build_backend(args: argparse.Namespace, gallery: Gallery, name: str, kind: 
                 "api_key_file": None if args.qdrant_api_key_file is None else str(args.qdrant_api_key_file),
                 "collection": getattr(index, "collection", None),
             }
-        atomic_write_json(args.out / INDEX_INFO_FILE, info)
-        print(f"saved {index!r} with {len(index)} entries to {args.out}" + (
-            f" with {len(gallery.names)} class names" if gallery.names else ""))  # fmt: skip
+        atomic_write_json(folder / INDEX_INFO_FILE, info)
+        return f"saved {index!r} with {len(index)} entries to {args.out}" + (
+            f" with {len(gallery.names)} class names" if gallery.names else "")  # fmt: skip
     finally:
         if hasattr(index, "close"):
-            index.close()  # a local Qdrant folder admits one client at a time
-    return 0
-
-
-class BackendIndex:
-    """A saved backend index opened for ``index search``: its engine, class names and ``search`` giving the
-    legacy result fields (``indices``, ``labels``, ``distances``, ``paths``)."""
-
-    def __init__(self, directory: pathlib.Path) -> None:
-        import json
-
-        from centrum.retrieval.backends import load_backend, open_backend
-
-        info_file = directory / INDEX_INFO_FILE
-        try:
-            info = json.loads(info_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{info_file} is not valid JSON: {exc}") from exc
-        self.class_names = {int(k): str(v) for k, v in (info.get("class_names") or {}).items()}
-        if info.get("backend") == "qdrant":
-            where = info.get("qdrant") or {}
-            options = {"collection": where.get("collection")}
-            if where.get("path"):
-                options["path"] = where["path"]
-            else:
-                options["url"] = where.get("url")
-                if where.get("api_key_file"):
-                    options["api_key"] = pathlib.Path(where["api_key_file"]).read_text().strip()
-            with qdrant_errors(options.get("url") or options.get("path") or ""):
-                self.engine = open_backend(
-                    "qdrant", int(info["dim"]), kind=info["kind"], metric=info["metric"], **options
-                )
-        else:
-            self.engine = load_backend(directory)
-        self.dim = int(self.engine.dim)
-
-    def search(self, queries: np.ndarray, k: int) -> SimpleNamespace:
-        """Top-k of each query, as ``indices`` (entry ids; class labels for a centroid index), ``labels``,
-        ``distances`` and ``paths`` (``None`` when no entry has one)."""
-        with qdrant_errors(str(getattr(self.engine, "collection", ""))):
-            hits = self.engine.search(queries, k)
-        paths = hits.paths if any(str(p) for p in hits.paths.ravel()) else None
-        return SimpleNamespace(indices=hits.ids, labels=hits.labels, distances=hits.distances, paths=paths)
-
-    def close(self) -> None:
-        """Release a local Qdrant folder."""
-        if hasattr(self.engine, "close"):
-            self.engine.close()
+            index.close()  # a local Qdrant folder admits one process at a time
 
 
 def open_saved_index(directory: pathlib.Path):
-    """Whatever ``index build`` wrote in ``directory``: a backend index (``centrum_index.json``) or the
-    built-in format (:func:`centrum.retrieval.load_index`)."""
+    """Whatever ``index build`` wrote in ``directory``, on any backend (:func:`centrum.retrieval.load_index`)."""
     from centrum.retrieval import load_index
 
-    if (directory / INDEX_INFO_FILE).is_file():
-        return BackendIndex(directory)
     return load_index(directory)
 
 
@@ -305,8 +308,7 @@ def search(args: argparse.Namespace) -> int:
     try:
         return _search(args, index, out)
     finally:
-        if isinstance(index, BackendIndex):
-            index.close()
+        index.close()  # releases a local Qdrant folder
 
 
 def _search(args: argparse.Namespace, index, out) -> int:
@@ -385,6 +387,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--centroids", action="store_true", help="one entry per label: the mean embedding")
     b.add_argument("--out", required=True, type=pathlib.Path, help="directory to write the index to")
     b.add_argument("--metric", default="cosine", choices=METRICS, help="distance")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace an index already in --out (and the entries of an existing --collection)")  # fmt: skip
     b.add_argument("--backend", default="torch", metavar="{" + ",".join(BACKEND_CHOICES[:-1]) + "}",
                    help="search engine: torch and faiss-flat exact; faiss-ivfpq, faiss-hnsw approximate; qdrant "
                    "a local folder or a server (faiss-ivf: the built-in format's IVF-Flat)")  # fmt: skip

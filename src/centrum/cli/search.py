@@ -115,21 +115,30 @@ def draw_ranked_lists(
 
 def run(args: argparse.Namespace) -> int:
     """Embed the queries, search the index, print (and draw) the ranked lists."""
-    from centrum.inference import TorchEmbedder, collect_images, resolve_device
-    from centrum.retrieval import CentroidIndex, load_index
+    from centrum.inference import resolve_device
+    from centrum.retrieval import load_index
 
     if args.k < 1:
         raise ValueError(f"-k must be a positive integer, got {args.k}")
     device = resolve_device(args.device)
-    index = load_index(args.index)
-    centroids = isinstance(index, CentroidIndex)
+    index = load_index(args.index)  # any folder `centrum index build` writes, on any backend
+    try:
+        return _run(args, index, device)
+    finally:
+        index.close()  # releases a local Qdrant folder
+
+
+def _run(args: argparse.Namespace, index, device) -> int:
+    from centrum.inference import TorchEmbedder, collect_images
+
+    centroids = index.kind == "centroid"
     if args.picture is not None:  # everything --picture needs is checked before anything is printed
         if centroids:
             raise ValueError(
                 f"--picture draws matched images, but the index at {args.index} is a centroid index (one entry per "
                 "class, no images): build a per-image index (centrum index build without --centroids)"
             )
-        if not any(index.paths):
+        if not index.has_paths:
             raise ValueError(
                 f"--picture needs image paths, but the index at {args.index} holds none: build it from an .npz "
                 "with paths (centrum embed writes them)"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from pathlib import Path
 
 from centrum.cli._inputs import HelpFormatter
@@ -48,15 +50,55 @@ def search_engines(args: argparse.Namespace, dim: int, metric: str) -> tuple | N
                 raise FileNotFoundError(f"--qdrant-api-key-file {args.qdrant_api_key_file} does not exist")
             where["api_key"] = args.qdrant_api_key_file.read_text().strip()
     names = (f"{args.collection}_images", f"{args.collection}_centroids")
-    with qdrant_errors(where.get("url") or where["path"]):
-        client = qdrant_client(**where)
-        for name in names:
-            if client.collection_exists(name):
-                client.delete_collection(name)
-        return (
-            open_backend("qdrant", dim, kind="image", metric=metric, collection=names[0], **where),
-            open_backend("qdrant", dim, kind="centroid", metric=metric, collection=names[1], **where),
-        )
+    try:
+        with qdrant_errors(where.get("url") or where["path"]):
+            client = qdrant_client(**where)
+            for name in names:
+                if client.collection_exists(name):
+                    client.delete_collection(name)
+            return (
+                open_backend("qdrant", dim, kind="image", metric=metric, collection=names[0], **where),
+                open_backend("qdrant", dim, kind="centroid", metric=metric, collection=names[1], **where),
+            )
+    except (RuntimeError, ValueError, OSError) as exc:
+        # the qdrant backend names a held folder itself (QdrantFolderInUseError, a ValueError); an older one
+        # lets the client's RuntimeError through
+        if "path" in where and "already accessed" in str(exc):
+            raise ValueError(locked_folder_message(where["path"])) from None
+        if isinstance(exc, RuntimeError):
+            raise ValueError(f"qdrant at {where.get('url') or where['path']}: {exc}") from None
+        raise
+
+
+def locked_folder_message(path: str) -> str:
+    """What to say when another process holds a local Qdrant folder."""
+    return (
+        f"--qdrant-path {path} is in use by another process (another `centrum serve`, `index build` or "
+        "`index search`): Qdrant's local mode lets one process at a time open a folder; stop that process, "
+        "or run a Qdrant server and pass --qdrant-url to share one index"
+    )
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (listening starts when the server runs), so a port in use is reported
+    before anything is printed or loaded: ``ValueError`` with one line."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait out TIME_WAIT
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"port {port} on {host} is already in use: stop what listens there, or pass --port N"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ValueError(f"port {port} on {host} needs privileges: choose --port 1024 or above") from None
+        raise ValueError(f"cannot listen on --host {host} --port {port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def build_service(args: argparse.Namespace):
@@ -86,7 +128,19 @@ def build_service(args: argparse.Namespace):
     else:
         embedder = load_embedder(args.checkpoint, args.device)
     engines = search_engines(args, embedder.dim, embedder.metric)
-    store = IndexStore(args.index, embedder.dim, embedder.metric, compact_every=args.compact_every, engines=engines)
+    try:
+        store = IndexStore(
+            args.index,
+            embedder.dim,
+            embedder.metric,
+            compact_every=args.compact_every,
+            engines=engines,
+            recover=args.recover,
+        )
+    except BaseException:
+        for engine in engines or ():
+            engine.close()  # release a local Qdrant folder
+        raise
     settings = ServiceSettings(
         api_keys=keys, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels
     )
@@ -97,14 +151,21 @@ def run(args: argparse.Namespace) -> int:
     """Start the service and serve until interrupted."""
     import uvicorn
 
-    app, store, embedder = build_service(args)
+    sock = bind_port(args.host, args.port)  # before the model loads and before the banner
+    try:
+        app, store, embedder = build_service(args)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     auth = "writes need an API key" if args.api_key_file else "NO AUTH: anyone can enrol and delete"
     print(
-        f"centrum serve: http://{args.host}:{args.port}/ ({store.num_images} images, {store.num_classes} classes, "
+        f"centrum serve: http://{args.host}:{port}/ ({store.num_images} images, {store.num_classes} classes, "
         f"{embedder.dim}-d, model {embedder.description}; {auth}); API docs at /docs",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    config = uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -129,13 +190,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model.ckpt from `centrum train`, or a TorchScript or ONNX export (told apart by content)",
     )
     p.add_argument("--onnx", type=Path, help="model.onnx from `centrum export --format onnx`")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 for every interface (then use API keys)")  # fmt: skip
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     p.add_argument("--api-key-file", type=Path, help="file of API keys (one per line) that the write endpoints accept")
     p.add_argument("--no-auth", action="store_true", help="allow writes without a key (trusted networks only)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image in pixels (default 40 M)")
     p.add_argument("--compact-every", type=int, default=1000, help="journal records between snapshots")
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="start despite damaged journal records: keep every intact record, move the damaged lines to "
+        "journal.log.damaged-<time>, ids continue past any used (see docs/serving.md)",
+    )
     p.add_argument("--device", default="cpu", help="torch device of a checkpoint model (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (default: all)")
     p.add_argument("--backend", default="torch", choices=("torch", "qdrant"),

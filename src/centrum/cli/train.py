@@ -13,7 +13,8 @@ examples:
   centrum train fashion_mnist_ctl --out runs/quick --resume      # continue an interrupted run exactly
   centrum train configs/omniglot_triplet_symm.yaml data.root=/data/omniglot --progress plain
 
-CONFIG is a YAML file, or the name of a shipped config (with or without .yaml) looked up in ./configs/.
+CONFIG is a YAML file, or the name of a config (with or without .yaml) looked up in ./configs/, then in
+the configs/ folder of the centrum checkout (the shipped recipes), so that names work from any folder.
 Overrides are section.field=value (values read as YAML: 1e-3, [40, 70], true) and may come anywhere.
 The run folder gets config.yaml, checkpoints/last.ckpt, metrics.csv, curves.png, model.ckpt, results.json.
 """
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.__class__ = _OverridesAnywhere  # argparse builds sub-parsers itself; this only adds late overrides
-    p.add_argument("config", help="YAML experiment config, or the name of one in ./configs/")
+    p.add_argument("config", help="YAML experiment config, or the name of one in ./configs/ or the shipped configs/")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides (default: none)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<config name>)")
     p.add_argument(
@@ -69,32 +70,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def checkout_configs() -> Path | None:
+    """The ``configs/`` folder of the centrum checkout this package runs from (``None`` for a wheel install)."""
+    import centrum
+
+    folder = Path(centrum.__file__).resolve().parents[2] / "configs"  # src/centrum/__init__.py -> checkout
+    return folder if folder.is_dir() else None
+
+
+def shipped_config_folders() -> list[Path]:
+    """Where a config given by name is looked up, in order: ``./configs`` (yours), then the ``configs/`` folder
+    of the centrum checkout this package runs from (the shipped recipes)."""
+    folders = [Path("configs")]
+    checkout = checkout_configs()
+    if checkout is not None and checkout != Path("configs").resolve():
+        folders.append(checkout)
+    return folders
+
+
 def shipped_configs(folder: Path = Path("configs")) -> list[str]:
     """Names of the YAML configs in ``folder`` (without the suffix), sorted."""
     return sorted(f.stem for f in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 def resolve_config(name: str | Path) -> Path:
-    """The config file ``name`` means: the path itself, else ``configs/NAME`` or ``configs/NAME.yaml``.
+    """The config file ``name`` means: the path itself, else ``NAME`` or ``NAME.yaml`` in each of
+    :func:`shipped_config_folders` (a path ``configs/NAME.yaml`` is looked up there too), so that a shipped
+    config works by name from any folder.
 
-    Raises ``FileNotFoundError`` listing the configs in ``./configs/`` when none of these exists.
+    Raises ``FileNotFoundError`` saying where configs are looked up and which exist there.
     """
     path = Path(name)
     if path.is_file():
         return path
-    folder = Path("configs")
-    for candidate in (folder / path.name, folder / f"{path.name}.yaml"):
-        if path.parent == Path(".") and candidate.is_file():
-            return candidate
-    shipped = shipped_configs(folder)
-    listing = f"; configs in {folder}/: {', '.join(shipped)}" if shipped else f" (and there is no {folder}/ here)"
-    raise FileNotFoundError(f"config file {path} does not exist{listing}")
+    folders = shipped_config_folders()
+    # "fashion_mnist_ctl", "fashion_mnist_ctl.yaml" or "configs/fashion_mnist_ctl.yaml"
+    by_name = path.parent == Path(".") or (not path.is_absolute() and path.parent == Path("configs"))
+    if by_name:
+        for folder in folders:
+            for candidate in (folder / path.name, folder / f"{path.name}.yaml"):
+                if candidate.is_file():
+                    return candidate
+    listings = []
+    for folder in folders:
+        shipped = ", ".join(shipped_configs(folder))
+        if folder.is_absolute():
+            listings.append(f"shipped configs in {folder}: {shipped or 'none'}")
+        else:
+            listings.append(f"configs in {folder}/: {shipped}" if shipped else f"there is no {folder}/ here")
+    if checkout_configs() is None:
+        listings.append(
+            "this installation has no checkout with the shipped configs/ (they are in the configs/ folder of the "
+            "centrum repository): pass the path of a YAML file"
+        )
+    raise FileNotFoundError(f"config file {path} does not exist; {'; '.join(listings)}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, train (N runs), print the final metrics table."""
-    from centrum.evaluation import format_metrics_table
     from centrum.training import load_config, summarize_runs, train_runs
+    from centrum.training.results import format_results_table
 
     overrides = list(args.overrides)
     if args.device is not None:
@@ -110,14 +145,12 @@ def run(args: argparse.Namespace) -> int:
         }
         raise ValueError(str(exc) + next((h for key, h in hint.items() if key in str(exc)), "")) from exc
     if len(results) == 1:
-        print(format_metrics_table(results[0].metrics))
+        print(format_results_table(results[0].metrics, results[0].gallery_classes))
         print(f"run folder: {results[0].run_dir}  model: {results[0].checkpoint}")
     else:
         summary = summarize_runs([r.metrics for r in results])
-        for protocol, metrics in summary.items():
-            print(
-                f"{protocol} over {len(results)} runs: "
-                + ", ".join(f"{m} {mean:.4f} ± {std:.4f}" for m, (mean, std) in metrics.items())
-            )
+        last_seed = config.seed + len(results) - 1
+        print(f"mean ± standard deviation over {len(results)} runs (seeds {config.seed}..{last_seed})")
+        print(format_results_table(summary, results[0].gallery_classes))
         print(f"runs and summary.json in {out}")
     return 0

@@ -15,7 +15,10 @@ import torch
 __all__ = [
     "Negatives",
     "all_negatives",
+    "block_pairs",
     "class_index",
+    "dense_class_ids",
+    "first_pair_rows",
     "first_pairs",
     "ordered_positive_pairs",
     "same_class_mask",
@@ -45,8 +48,10 @@ def _zero_loss(x: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` holds (0 when it holds nowhere), in static shapes. Entries outside the
+    mask are replaced, not multiplied by 0, so an inf there cannot turn the sum into NaN."""
     count = mask.sum()
-    return (values * mask).sum() / count.clamp_min(1)
+    return torch.where(mask, values, 0.0).sum() / count.clamp_min(1)
 
 
 def _log1p_sum_exp(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -57,8 +62,61 @@ def _log1p_sum_exp(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def class_index(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(classes, inverse, counts)``: sorted distinct labels, each sample's class position, class sizes."""
+    """``(classes, inverse, counts)``: sorted distinct labels, each sample's class position, class sizes.
+    Its output shapes depend on the data (a device sync): see :func:`dense_class_ids` for the static form."""
     return torch.unique(labels, return_inverse=True, return_counts=True)
+
+
+def _sorted_runs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(order, starts)``: the stable sort of ``labels`` and, in sorted order, where a new label begins."""
+    sorted_labels, order = torch.sort(labels, stable=True)
+    starts = torch.ones_like(labels, dtype=torch.bool)
+    starts[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    return order, starts
+
+
+def dense_class_ids(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inverse, counts)`` with static shapes: each sample's class position among the sorted distinct labels
+    (as :func:`class_index`'s ``inverse``), and the N-long vector of class sizes, zero past the last class.
+
+    No output shape depends on the labels, so the host never waits on the device and ``torch.compile`` traces
+    it whole; the price is N class slots instead of C.
+    """
+    order, starts = _sorted_runs(labels)
+    inverse = torch.empty_like(labels).scatter_(0, order, torch.cumsum(starts.long(), 0) - 1)
+    counts = torch.zeros_like(labels).index_add_(0, inverse, torch.ones_like(labels))
+    return inverse, counts
+
+
+def first_pair_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sohn's N pairs in static shapes: ``(is_anchor, partner, is_positive)``. ``is_anchor[i]``: sample i is the
+    first of its class in batch order and the class has a second; ``partner[i]``: that second sample (for
+    anchors; the sample itself elsewhere); ``is_positive[j]``: sample j is some anchor's partner. The same pairs as
+    :func:`first_pairs`, without a data-dependent shape."""
+    n = labels.shape[0]
+    order, starts = _sorted_runs(labels)
+    second = torch.zeros_like(starts)
+    second[:-1] = starts[:-1] & ~starts[1:]  # a run's first element with a second one after it
+    next_in_order = torch.cat([order[1:], order[-1:]])
+    is_anchor = torch.zeros_like(starts).scatter_(0, order, second)
+    partner = torch.arange(n, device=labels.device).scatter(0, order, torch.where(second, next_in_order, order))
+    second_sorted = torch.zeros_like(starts)
+    second_sorted[1:] = second[:-1]
+    is_positive = torch.zeros_like(starts).scatter_(0, order, second_sorted)
+    return is_anchor, partner, is_positive
+
+
+def block_pairs(num_classes: int, samples_per_class: int, device: torch.device | str | None = None):
+    """:func:`ordered_positive_pairs` of a batch in class-major blocks (P classes x M samples, rows ``c M .. c M +
+    M - 1`` of class c, the P x M sampler's order), from P and M alone: ``(source, axis)``, in the same order."""
+    P, M = int(num_classes), int(samples_per_class)
+    k = torch.arange(M, device=device).view(M, 1)
+    d = torch.arange(M - 1, device=device).view(1, M - 1)
+    within = d + (d >= k).long()  # the other M - 1 positions of the block, ascending
+    start = (torch.arange(P, device=device) * M).view(P, 1, 1)
+    source = (start + k.unsqueeze(0)).expand(P, M, M - 1).reshape(-1)
+    axis = (start + within.unsqueeze(0)).reshape(-1)
+    return source, axis
 
 
 def same_class_mask(labels: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from centrum.losses._masks import Negatives, _log1p_sum_exp, _zero_loss, first_pairs, same_class_mask
+from centrum.losses._masks import Negatives, _log1p_sum_exp, _masked_mean, first_pair_rows, same_class_mask
 from centrum.losses.npair import _NPairForm
 
 __all__ = ["AngularLoss", "angular_from_negatives"]
@@ -31,21 +31,22 @@ def angular_from_negatives(
     """
     t2 = math.tan(math.radians(alpha)) ** 2
     G = x @ x.T if negatives.inner is None else negatives.inner  # sample x candidate inner products
+    # every row (or row pair) computed and the anchors' averaged, in static shapes
+    idx = negatives.index  # N x S
+    with_anchor = G.gather(1, idx)  # (x_a . x_n) for every row a and its negatives
     if pairs == "first":
-        a, p = first_pairs(labels)
-        if a.numel() == 0:
-            return _zero_loss(mat)
-        idx = negatives.index[a]
-        f = 4 * t2 * (G[a].gather(1, idx) + G[p].gather(1, idx)) - 2 * (1 + t2) * mat[a, p].unsqueeze(1)
-        return _log1p_sum_exp(f, negatives.mask[a]).mean()
+        is_anchor, partner, _ = first_pair_rows(labels)
+        with_positive = G.index_select(0, partner).gather(1, idx)
+        f = 4 * t2 * (with_anchor + with_positive) - 2 * (1 + t2) * mat.gather(1, partner.unsqueeze(1))
+        return _masked_mean(_log1p_sum_exp(f, negatives.mask), is_anchor)
     if pairs == "all":
         pos_mask = same_class_mask(labels)
-        if not bool(pos_mask.any()):
-            return _zero_loss(mat)
-        a, p = pos_mask.nonzero(as_tuple=True)
-        idx = negatives.index[a]
-        f = 4 * t2 * (G[a].gather(1, idx) + G[p].gather(1, idx)) - 2 * (1 + t2) * mat[a, p].unsqueeze(1)
-        return _log1p_sum_exp(f, negatives.mask[a]).mean()
+        N, S = idx.shape
+        # [a, p, s]: x_p . (negative s of anchor a)
+        with_positive = G.index_select(1, idx.reshape(-1)).view(G.shape[0], N, S).transpose(0, 1)
+        f = 4 * t2 * (with_anchor.unsqueeze(1) + with_positive) - 2 * (1 + t2) * mat.unsqueeze(2)
+        per_pair = _log1p_sum_exp(f, negatives.mask.unsqueeze(1).expand_as(f))
+        return _masked_mean(per_pair, pos_mask)
     raise ValueError(f"unknown pairs {pairs!r}; choose 'first' or 'all'")
 
 
@@ -74,8 +75,9 @@ class AngularLoss(_NPairForm):
         t2 = math.tan(math.radians(self.alpha)) ** 2
         n = products.shape[-1]
         eye = torch.eye(n, dtype=torch.bool, device=products.device)
-        s, t = (torch.tensor(c, device=products.device) for c in zip(*self.official_combinations, strict=True))
-        xy, yy = products[s, t], products[t, t]  # combinations x n x n
+        # integer indices give views: no index tensor is copied to the device
+        xy = torch.stack([products[s, t] for s, t in self.official_combinations])  # combinations x n x n
+        yy = torch.stack([products[t, t] for _, t in self.official_combinations])
         return torch.where(eye, 2 * (1 + t2) * xy, 4 * t2 * (xy + yy))
 
     def loss_from_negatives(self, x, mat, labels, negatives):

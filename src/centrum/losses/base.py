@@ -10,15 +10,21 @@ from torch import nn
 
 from centrum.distances import Metric, l2_normalize
 from centrum.losses._masks import Negatives, all_negatives, same_class_mask
-from centrum.validation import check_embeddings_labels
+from centrum.validation import check_class_blocks, check_embeddings_labels, value_checks_enabled
 
 __all__ = ["PairLoss", "ReportsStats", "check_pair_batch"]
 
 
-def check_pair_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a batch for a loss that needs negatives: shapes, finiteness, and at least two classes."""
+def check_pair_batch(
+    embeddings: torch.Tensor, labels: torch.Tensor, samples_per_class: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a batch for a loss that needs negatives: shapes, finiteness, at least two classes and, with
+    ``samples_per_class``, the class-major block layout it declares (value checks only where
+    :func:`~centrum.validation.value_checks_enabled`)."""
     e, lab = check_embeddings_labels(embeddings, labels)
-    if bool((lab == lab[0]).all()):
+    if samples_per_class is not None:
+        check_class_blocks(lab, samples_per_class)
+    if value_checks_enabled() and bool((lab == lab[0]).all()):
         raise ValueError(
             f"labels hold a single class ({int(lab[0])}) for all {lab.shape[0]} samples; "
             "the loss needs negatives, so a batch must contain at least two classes"
@@ -41,17 +47,28 @@ class ReportsStats:
         self._pending_stats = values
 
     def record_stats_lazily(self, compute: Callable[[], dict[str, Any]]) -> None:
-        """Replace the statistics of the last call by ``compute()``, run (without gradient) when read."""
-        self._pending_stats = compute
+        """Replace the statistics of the last call by ``compute()``, run (without gradient) when read; at once
+        when compiled (a compiled graph cannot hand out a closure over its intermediates)."""
+        if torch.compiler.is_compiling():
+            with torch.no_grad():
+                self._pending_stats = compute()
+        else:
+            self._pending_stats = compute
+
+    @property
+    def last_stats_tensors(self) -> dict[str, torch.Tensor | float | int]:
+        """The statistics of the last call as they were recorded (0-d tensors, left on their device, or numbers):
+        reading them does not wait on the device, as :attr:`last_stats` does."""
+        stats = getattr(self, "_pending_stats", {})
+        if not isinstance(stats, dict):  # a deferred computation (isinstance, not callable: compile traces it)
+            with torch.no_grad():
+                stats = self._pending_stats = stats()
+        return dict(stats)
 
     @property
     def last_stats(self) -> dict[str, float]:
         """The statistics of the last call, as ``{name: float}``."""
-        stats = getattr(self, "_pending_stats", {})
-        if callable(stats):
-            with torch.no_grad():
-                stats = self._pending_stats = stats()
-        return {name: float(value) for name, value in stats.items()}
+        return {name: float(value) for name, value in self.last_stats_tensors.items()}
 
 
 class PairLoss(ReportsStats, nn.Module):
@@ -127,9 +144,16 @@ class PairLoss(ReportsStats, nn.Module):
         """The loss's penalty term in the official variant (none by default)."""
         return products.new_zeros(())
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Loss of a batch of N embeddings (N x D) with N integer labels; a scalar tensor."""
-        e, lab = check_pair_batch(embeddings, labels)
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, samples_per_class: int | None = None
+    ) -> torch.Tensor:
+        """Loss of a batch of N embeddings (N x D) with N integer labels; a scalar tensor.
+
+        ``samples_per_class`` declares the batch to be in class-major blocks (the P x M sampler's order); the
+        plain pair losses need no layout (every step is computed in static shapes from the labels) and only
+        check it, the same call signature as :class:`~centrum.losses.SymmetricalSynthesis`, which uses it.
+        """
+        e, lab = check_pair_batch(embeddings, labels, samples_per_class)
         x = self.prepare(e)
         mat = self.matrix(x)
         negatives = self.default_negatives(mat, lab)

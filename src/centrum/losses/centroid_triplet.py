@@ -8,10 +8,10 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from centrum.distances import check_metric, l2_normalize, pairwise_distance, rowwise_distance
-from centrum.losses._masks import _masked_mean, class_index
+from centrum.losses._masks import _masked_mean, class_index, dense_class_ids
 from centrum.losses.base import ReportsStats
 from centrum.losses.mining import hardest_negative
-from centrum.validation import check_embeddings_labels, check_labels
+from centrum.validation import check_class_blocks, check_embeddings_labels, check_labels, value_checks_enabled
 
 __all__ = ["CentroidTripletLoss", "centroid_triplet_loss", "check_centroid_batch"]
 
@@ -29,7 +29,7 @@ def _checked_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torc
         and e.ndim == 2
         and e.numel() > 0
         and e.is_floating_point()
-        and bool(torch.isfinite(e.detach().sum()))
+        and (not value_checks_enabled() or bool(torch.isfinite(e.detach().sum())))
     ):
         return e, check_labels(labels, e.shape[0]).to(e.device)
     return check_embeddings_labels(embeddings, labels)
@@ -150,7 +150,8 @@ class _OfficialBalancedDiff(torch.autograd.Function):
         if M == 2:
             points[0, P:] = grouped[:, 1]
         else:
-            torch.add(grouped.sum(1) / (M - 1), points[:, :P], alpha=-1.0 / (M - 1), out=points[:, P:])
+            # (sum - query) / (M - 1), copied in (an out= view that is not contiguous does not compile)
+            points[:, P:] = (grouped.sum(1).unsqueeze(0) - points[:, :P]) / (M - 1)
         M = R
         rows = _negative_rows(points, "squared_euclidean")
         flat = points.view(-1, D)
@@ -186,7 +187,7 @@ class _OfficialBalancedDiff(torch.autograd.Function):
             return g_points.view(2, P, -1).transpose(0, 1).reshape(2 * P, -1), None, None, None
         # a centroid is (sum - query) / (M - 1): each of its class's other samples gets 1 / (M - 1) of it
         g = g_points.new_empty(P, M, g_points.shape[2])  # written rotation-major, returned in batch order
-        torch.add(g_queries, g_centroids, alpha=-1.0 / (M - 1), out=g.transpose(0, 1))
+        g.transpose(0, 1).copy_(g_queries - g_centroids / (M - 1))
         g.add_(g_centroids.sum(0).unsqueeze(1), alpha=1.0 / (M - 1))
         return g.view(P * M, -1), None, None, None
 
@@ -195,23 +196,24 @@ def _ctl_paper(
     x: torch.Tensor, inverse: torch.Tensor, counts: torch.Tensor, margin: float, distance: str
 ) -> torch.Tensor:
     """The paper's CTL (see :func:`centroid_triplet_loss`): the nearest negative centroid is mined without
-    gradient and its distance recomputed row by row, so the gradient is that of the mined triplets."""
+    gradient and its distance recomputed row by row, so the gradient is that of the mined triplets. ``counts``
+    may hold empty class slots (zeros, :func:`~centrum.losses._masks.dense_class_ids`): they are never chosen."""
     C = counts.shape[0]
     sums = x.new_zeros(C, x.shape[1]).index_add_(0, inverse, x)
-    means = sums / counts.unsqueeze(1)
+    means = sums / counts.clamp_min(1).unsqueeze(1)
     own = counts.index_select(0, inverse)
     loo = (sums.index_select(0, inverse) - x) / (own - 1).clamp_min(1).unsqueeze(1)
     d_pos = _rowwise(x, loo, distance)
     with torch.no_grad():
         score = pairwise_distance(x.detach(), means.detach(), distance)
         own_class = inverse.unsqueeze(1) == torch.arange(C, device=x.device).unsqueeze(0)
-        nearest = score.masked_fill_(own_class, float("inf")).argmin(1)
+        nearest = score.masked_fill_(own_class | (counts == 0).unsqueeze(0), float("inf")).argmin(1)
     d_neg = _rowwise(x, means.index_select(0, nearest), distance)
     return _masked_mean(F.relu(d_pos - d_neg + margin), own >= 2)
 
 
 def _ctl_official_balanced(
-    x: torch.Tensor, inverse: torch.Tensor, num_classes: int, margin: float, distance: str
+    x: torch.Tensor, inverse: torch.Tensor | None, num_classes: int, margin: float, distance: str
 ) -> torch.Tensor:
     """The official CTL for a batch of ``num_classes`` classes with the same number M >= 2 of samples each
     (any label order), all M rotations at once.
@@ -220,11 +222,12 @@ def _ctl_official_balanced(
     ``c``; ``c`` is the only other point of class k, so both anchors share ``d_ap = d(q, c)``, and ``d_an``
     is the distance to the nearest other-class point of the union, mined without gradient and recomputed
     for the chosen pair only. Every rotation has the same 2P anchors, so the mean over anchors then
-    rotations is the plain mean.
+    rotations is the plain mean. ``inverse=None``: the batch is already in class-major blocks.
     """
     N, D = x.shape
     P, M = num_classes, N // num_classes
-    if not bool((inverse[1:] >= inverse[:-1]).all()):  # group by class; stable keeps each class's batch order
+    # group by class; stable keeps each class's batch order
+    if inverse is not None and not bool((inverse[1:] >= inverse[:-1]).all()):
         x = x.index_select(0, torch.argsort(inverse, stable=True))
     if distance in ("euclidean", "squared_euclidean"):
         return _OfficialBalancedDiff.apply(x.contiguous(), P, margin, distance == "squared_euclidean")
@@ -278,6 +281,7 @@ def centroid_triplet_loss(
     variant: str = "paper",
     distance: str = "euclidean",
     normalize: bool = False,
+    samples_per_class: int | None = None,
 ) -> torch.Tensor:
     """Centroid Triplet Loss (Wieczorek et al. 2021), ``variant="paper"`` or ``"official"``.
 
@@ -298,17 +302,30 @@ def centroid_triplet_loss(
     differentiating through the mining). With the Euclidean distances that gradient comes from a
     hand-written backward, which is first order only: a double backward raises.
 
-    Raises ``ValueError`` for bad input, a single class, or no class with two samples.
+    ``samples_per_class=M`` declares the batch to be in class-major blocks of M >= 2 (the P x M sampler's
+    order). The paper's variant needs no declaration (its class slots are computed in static shapes); the
+    official one then takes the balanced path without reading the labels. Either way nothing waits on the
+    device and ``torch.compile`` traces the loss whole.
+
+    Raises ``ValueError`` for bad input, a single class, or no class with two samples (value checks: see
+    :func:`~centrum.validation.value_checks_enabled`).
     """
     x, labels = _checked_batch(embeddings, labels)
     check_metric(distance)
     if variant not in ("paper", "official"):
         raise ValueError(f"unknown variant {variant!r}; choose 'paper' or 'official'")
+    if samples_per_class is not None:
+        if samples_per_class < 2:
+            raise ValueError(f"samples_per_class must be >= 2 for a centroid and a query, got {samples_per_class}")
+        check_class_blocks(labels, samples_per_class)
     x = l2_normalize(x) if normalize else x.float()
-    _, inverse, counts = class_index(labels)
-    check_centroid_batch(labels, counts)
+    if value_checks_enabled():
+        check_centroid_batch(labels, class_index(labels)[2])
     if variant == "paper":
-        return _ctl_paper(x, inverse, counts, margin, distance)
+        return _ctl_paper(x, *dense_class_ids(labels), margin, distance)
+    if samples_per_class is not None:
+        return _ctl_official_balanced(x, None, x.shape[0] // samples_per_class, margin, distance)
+    _, inverse, counts = class_index(labels)
     P = counts.shape[0]
     if bool((counts == x.shape[0] // P).all()):
         return _ctl_official_balanced(x, inverse, P, margin, distance)
@@ -334,6 +351,11 @@ class CentroidTripletLoss(ReportsStats, nn.Module):
         self.margin, self.variant = float(margin), variant
         self.distance, self.normalize = check_metric(distance), bool(normalize)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Loss of a batch of N embeddings (N x D) with N integer labels; a scalar tensor."""
-        return centroid_triplet_loss(embeddings, labels, self.margin, self.variant, self.distance, self.normalize)
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, samples_per_class: int | None = None
+    ) -> torch.Tensor:
+        """Loss of a batch of N embeddings (N x D) with N integer labels; a scalar tensor (``samples_per_class``:
+        see :func:`centroid_triplet_loss`)."""
+        return centroid_triplet_loss(
+            embeddings, labels, self.margin, self.variant, self.distance, self.normalize, samples_per_class
+        )

@@ -8,7 +8,7 @@ from torch import nn
 
 from centrum.losses._masks import _zero_loss
 from centrum.losses.base import ReportsStats
-from centrum.validation import as_tensor, check_embeddings_labels, check_labels
+from centrum.validation import as_tensor, check_embeddings_labels, check_labels, value_checks_enabled
 
 __all__ = ["CenterLoss", "CrossEntropyLabelSmooth", "center_loss", "label_smoothed_cross_entropy"]
 
@@ -47,11 +47,11 @@ class CenterLoss(ReportsStats, nn.Module):
         self.centers = nn.Parameter(torch.randn(self.num_classes, self.feat_dim))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean squared distance of each feature to the center of its class."""
+        """Mean squared distance of each feature to the center of its class (label range: a value check)."""
         x, lab = check_embeddings_labels(features, labels, name="features")
         if x.shape[1] != self.feat_dim:
             raise ValueError(f"features have {x.shape[1]} dimensions but the centers have feat_dim={self.feat_dim}")
-        if bool(((lab < 0) | (lab >= self.num_classes)).any()):
+        if value_checks_enabled() and bool(((lab < 0) | (lab >= self.num_classes)).any()):
             raise ValueError(
                 f"labels must lie in [0, {self.num_classes}), got values {int(lab.min())}..{int(lab.max())}"
             )
@@ -77,10 +77,12 @@ class CrossEntropyLabelSmooth(ReportsStats, nn.Module):
             raise ValueError(f"logits must be N x {self.num_classes}, got shape {tuple(z.shape)}")
         if z.shape[0] == 0:
             raise ValueError("logits is empty (0 rows)")
-        if not torch.is_floating_point(z) or not bool(torch.isfinite(z).all()):
+        if not torch.is_floating_point(z):
+            raise ValueError(f"logits must be floating point, got {z.dtype}")
+        if value_checks_enabled() and not bool(torch.isfinite(z).all()):
             raise ValueError("logits must be finite floating-point values")
         lab = check_labels(labels, z.shape[0], of="logits").to(z.device)
-        if bool(((lab < 0) | (lab >= self.num_classes)).any()):
+        if value_checks_enabled() and bool(((lab < 0) | (lab >= self.num_classes)).any()):
             raise ValueError(
                 f"labels must lie in [0, {self.num_classes}), got values {int(lab.min())}..{int(lab.max())}"
             )

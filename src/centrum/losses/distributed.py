@@ -79,11 +79,19 @@ class GatherAcrossRanks(nn.Module):
         """The wrapped loss's statistics of its last call (empty if it reports none)."""
         return dict(getattr(self.loss, "last_stats", {}) or {})
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The wrapped loss of all ranks' batches together; a scalar tensor."""
+    @property
+    def last_stats_tensors(self) -> dict[str, Any]:
+        """The wrapped loss's statistics as recorded, without waiting on the device (see
+        :attr:`~centrum.losses.ReportsStats.last_stats_tensors`)."""
+        return dict(getattr(self.loss, "last_stats_tensors", {}) or {})
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, **options: Any) -> torch.Tensor:
+        """The wrapped loss of all ranks' batches together; a scalar tensor. ``options`` go to the wrapped loss
+        as they are (``samples_per_class`` holds for the concatenation too: the ranks' P x M batches are
+        class-major blocks of disjoint classes)."""
         world = _world_size()
         all_embeddings, all_labels, _ = gather_across_ranks(embeddings, labels)
-        value = self.loss(all_embeddings, all_labels)
+        value = self.loss(all_embeddings, all_labels, **options)
         if world > 1 and self.scale_for_ddp:
             # same value, gradient times the world size: DDP's mean over ranks then gives the full-batch sum
             value = value + (world - 1) * (value - value.detach())

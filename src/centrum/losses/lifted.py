@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from centrum.losses._masks import Negatives, _zero_loss, same_class_mask
+from centrum.losses._masks import Negatives, _masked_mean, same_class_mask
 from centrum.losses.base import PairLoss
 
 __all__ = ["LiftedStructureLoss", "lifted_structure_from_negatives"]
@@ -21,13 +21,13 @@ def lifted_structure_from_negatives(
     the unordered positive pairs, computed as the mean of ``relu(J)^2 / 2`` over ordered pairs.
     """
     pos_mask = same_class_mask(labels)
-    if not bool(pos_mask.any()):
-        return _zero_loss(mat)
     neg_terms = (neg_margin - negatives.values).masked_fill(~negatives.mask, float("-inf"))
-    per_anchor = torch.logsumexp(neg_terms, dim=1)  # -inf for an anchor without negatives
-    i, j = pos_mask.nonzero(as_tuple=True)
-    J = torch.logaddexp(per_anchor[i], per_anchor[j]) + mat[i, j] - pos_margin
-    return (F.relu(J) ** 2).mean() / 2.0
+    # an anchor without negatives has log(0) = -inf here; a very negative finite stand-in gives the same zero
+    # hinge without the NaN gradient of logaddexp(-inf, -inf)
+    per_anchor = torch.logsumexp(neg_terms, dim=1).clamp_min(-1e30)
+    # every (i, j) at once, averaged over the positive pairs: no data-dependent shape
+    J = torch.logaddexp(per_anchor.unsqueeze(1), per_anchor.unsqueeze(0)) + mat - pos_margin
+    return _masked_mean(F.relu(J) ** 2, pos_mask) / 2.0
 
 
 class LiftedStructureLoss(PairLoss):

@@ -71,6 +71,7 @@ def topk_hardest(
     groups: torch.Tensor | None = None,
     num_groups: int | None = None,
     largest: bool = False,
+    group_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``k`` smallest distances per row, or per row and per group of columns (the ``k`` largest values
     with ``largest=True``, for similarities).
@@ -80,7 +81,8 @@ def topk_hardest(
     of each column, e.g. its class) the k smallest are taken within each group separately and the result
     has shape R x num_groups x k. ``index`` holds column indices into ``dist``; entries with fewer than k
     candidates are marked invalid (value 0, index 0). Vectorised: columns are scattered into a padded
-    R x G x m tensor, no loop over groups.
+    R x G x m tensor, no loop over groups. ``group_size``: the number of columns in every group, when the caller
+    knows that all groups have it (then no shape is read off the data, and the host does not wait on the device).
     """
     _check_same_shape(dist, mask)
     fill = float("-inf") if largest else float("inf")
@@ -102,13 +104,16 @@ def topk_hardest(
     G = int(num_groups) if num_groups is not None else int(groups.max()) + 1
     # Slot of each column inside its group: rank among the columns of the same group, in column order.
     order = torch.argsort(groups, stable=True)
-    counts = torch.bincount(groups, minlength=G)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(groups)
-    slot[order] = torch.arange(groups.shape[0], device=groups.device) - starts[groups[order]]
-    m = int(counts.max())
+    if group_size is not None:  # equal groups: no count read off the data
+        m = int(group_size)
+    else:
+        counts = torch.bincount(groups, minlength=G)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.empty_like(groups)
+        slot[order] = torch.arange(groups.shape[0], device=groups.device) - starts[groups[order]]
+        m = int(counts.max())
     masked = dist.detach().masked_fill(~mask, fill)
-    if m * G == groups.shape[0]:
+    if group_size is not None or m * G == groups.shape[0]:
         # equal group sizes (balanced P x M batches): a column permutation and a view, no scatter
         column_at = order.view(G, m)
         padded = masked.index_select(1, order).view(dist.shape[0], G, m)

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from centrum.losses._masks import Negatives, _log1p_sum_exp, _zero_loss, all_negatives, first_pairs, same_class_mask
+from centrum.losses._masks import Negatives, _log1p_sum_exp, _masked_mean, first_pair_rows, same_class_mask
 from centrum.losses.base import PairLoss
 
 __all__ = ["NPairLoss", "npair_from_negatives"]
@@ -28,23 +28,20 @@ def npair_from_negatives(
     positives of the other classes' pairs. ``pairs="all"``: every ordered positive pair, every other-class
     sample a negative, penalty ``l2_reg/2 * mean ||x||^2`` over the samples in a pair.
     """
+    # every row computed, the anchors' rows averaged (masked means): no shape depends on the labels
+    sq_norms = (x * x).sum(1)
     if pairs == "first":
-        a, p = first_pairs(labels)
-        if a.numel() == 0:
-            return _zero_loss(mat)
-        z = negatives.values[a] - mat[a, p].unsqueeze(1)
-        ce = _log1p_sum_exp(z, negatives.mask[a]).mean()
-        reg = 0.25 * l2_reg * ((x[a] ** 2).sum(1).mean() + (x[p] ** 2).sum(1).mean())
+        is_anchor, partner, is_positive = first_pair_rows(labels)
+        z = negatives.values - mat.gather(1, partner.unsqueeze(1))
+        ce = _masked_mean(_log1p_sum_exp(z, negatives.mask), is_anchor)
+        reg = 0.25 * l2_reg * (_masked_mean(sq_norms, is_anchor) + _masked_mean(sq_norms, is_positive))
         return ce + reg
     if pairs == "all":
         pos_mask = same_class_mask(labels)
-        if not bool(pos_mask.any()):
-            return _zero_loss(mat)
         z = negatives.values.unsqueeze(1) - mat.unsqueeze(2)  # anchor x positive x negative
         per_pair = _log1p_sum_exp(z, negatives.mask.unsqueeze(1).expand_as(z))
-        in_pair = pos_mask.any(dim=1)
-        reg = 0.5 * l2_reg * (x[in_pair] ** 2).sum(1).mean()
-        return per_pair[pos_mask].mean() + reg
+        reg = 0.5 * l2_reg * _masked_mean(sq_norms, pos_mask.any(dim=1))
+        return _masked_mean(per_pair, pos_mask) + reg
     raise ValueError(f"unknown pairs {pairs!r}; choose 'first' or 'all'")
 
 
@@ -58,17 +55,17 @@ class _NPairForm(PairLoss):
         self.pairs = pairs
 
     def default_negatives(self, mat, labels):
+        negatives = super().default_negatives(mat, labels)
         if self.pairs == "first":
-            # Sohn's N pairs: the negatives of anchor i are the positives of the other classes' pairs
-            _, positives = first_pairs(labels)
-            return all_negatives(mat, labels, columns=positives)
-        return all_negatives(mat, labels)
+            # Sohn's N pairs: the negatives of anchor i are the positives of the other classes' pairs (a mask
+            # over every column rather than a column subset: static shapes)
+            is_positive = first_pair_rows(labels)[2]
+            return negatives._replace(mask=negatives.mask & is_positive.unsqueeze(0))
+        return negatives
 
     def anchor_rows(self, labels):
         if self.pairs == "first":
-            rows = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
-            rows[first_pairs(labels)[0]] = True
-            return rows
+            return first_pair_rows(labels)[0]
         return super().anchor_rows(labels)
 
 
@@ -89,8 +86,8 @@ class NPairLoss(_NPairForm):
 
     def official_logits(self, products: torch.Tensor) -> torch.Tensor:
         """Per unordered pair of sets ``(X, Y)`` (earlier set on rows): ``X Y^T``."""
-        s, t = (torch.tensor(c, device=products.device) for c in zip(*self.official_combinations, strict=True))
-        return products[s, t]
+        # integer indices give views: no index tensor is copied to the device
+        return torch.stack([products[s, t] for s, t in self.official_combinations])
 
     def official_regularizer(self, products: torch.Tensor) -> torch.Tensor:
         """``l2_reg / 4 (mean |a|^2 + mean |p|^2)``, from the diagonals of the anchor and positive Grams."""

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from centrum.distances import l2_normalize
-from centrum.losses._masks import Negatives, class_index, first_pairs, ordered_positive_pairs
+from centrum.distances import gram_diagonal, l2_normalize
+from centrum.losses._masks import Negatives, block_pairs, class_index, first_pairs, ordered_positive_pairs
 from centrum.losses.base import PairLoss, ReportsStats, check_pair_batch
 from centrum.losses.mining import topk_hardest
 
@@ -61,13 +61,21 @@ class _Layout:
     ``(source, axis)`` (synthetic point s is ``x[source[s]]`` reflected about ``x[axis[s]]``), the class of each
     candidate (originals then synthetics), and which candidates share each sample's class."""
 
-    def __init__(self, labels: torch.Tensor) -> None:
+    def __init__(self, labels: torch.Tensor, samples_per_class: int | None = None) -> None:
         N = labels.shape[0]
         self.N = N
-        self.source, self.axis = ordered_positive_pairs(labels)
+        if samples_per_class is None:  # from the labels: data-dependent shapes
+            self.source, self.axis = ordered_positive_pairs(labels)
+            self._blocks: tuple[int, int] | None = None
+        else:  # class-major blocks: every index follows from P and M, nothing waits on the device
+            P, M = N // samples_per_class, samples_per_class
+            self.source, self.axis = block_pairs(P, M, labels.device)
+            self._blocks = (P, M)
         self.pair_flat = self.source * N + self.axis  # flat index of G[source, axis]
-        bank_labels = torch.cat([labels, labels.index_select(0, self.source)])
-        self.same = labels.unsqueeze(1) == bank_labels.unsqueeze(0)  # N x K
+        # with blocks, a sample's block stands for its label: the layout depends on N and M only
+        keys = labels if self._blocks is None else torch.arange(N, device=labels.device) // self._blocks[1]
+        bank_labels = torch.cat([keys, keys.index_select(0, self.source)])
+        self.same = keys.unsqueeze(1) == bank_labels.unsqueeze(0)  # N x K
         self.size = bank_labels.shape[0]
         self._classes: tuple[torch.Tensor, int, torch.Tensor] | None = None
         self._groups: tuple[torch.Tensor, int, int, bool] | None = None
@@ -109,14 +117,30 @@ class _Layout:
     def classes(self) -> tuple[torch.Tensor, int, torch.Tensor]:
         """``(inverse, C, bank_classes)``: each sample's class position, the class count, each candidate's."""
         if self._classes is None:
-            _, inverse, counts = class_index(self._labels)
-            self._classes = inverse, counts.shape[0], torch.cat([inverse, inverse.index_select(0, self.source)])
+            if self._blocks is None:
+                _, inverse, counts = class_index(self._labels)
+                C = counts.shape[0]
+            else:
+                C, M = self._blocks
+                inverse = torch.arange(self.N, device=self._labels.device) // M
+            self._classes = inverse, C, torch.cat([inverse, inverse.index_select(0, self.source)])
         return self._classes
+
+    @property
+    def group_size(self) -> int | None:
+        """Candidates per class when every class has the same number (M originals + M (M - 1) synthetic points
+        in class-major blocks), known without reading the labels; ``None`` otherwise."""
+        return None if self._blocks is None else self._blocks[1] ** 2
 
     def grouped_topk(self, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row and per class, the ``k`` smallest ``keys`` (N x K, excluded entries already ``inf``):
         ``(index, valid)``, N x (C k), as :func:`~centrum.losses.mining.topk_hardest` with the candidates'
         classes as groups, with the column grouping (which depends on the labels only) cached."""
+        if self._groups is None and self.group_size is not None:
+            # equal groups: a stable sort by class is the grid, read row by row (no count from the data)
+            _, C, bank_classes = self.classes()
+            order = torch.argsort(bank_classes, stable=True)
+            self._groups, self._column_at = (order, C, self.group_size, True), order.view(C, self.group_size)
         if self._groups is None:
             _, C, bank_classes = self.classes()
             counts = torch.bincount(bank_classes, minlength=C)
@@ -192,11 +216,10 @@ class _ChosenCandidates(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, G, inner, sq, W, index, layout):
+    def forward(ctx, G, inner, sq, W, index, i2, positions, row_offset):
         ctx.set_materialize_grads(False)
-        fast = layout.fast()
-        g_ai2 = G.detach().gather(1, fast["i2"][index])
-        ctx.save_for_backward(W, index, g_ai2, fast["positions"], fast["row_offset"])
+        g_ai2 = G.detach().gather(1, i2[index])
+        ctx.save_for_backward(W, index, g_ai2, positions, row_offset)
         return inner.gather(1, index), sq[index]
 
     @staticmethod
@@ -204,7 +227,7 @@ class _ChosenCandidates(torch.autograd.Function):
     def backward(ctx, d_inner, d_sq):
         W, index, g_ai2, positions, row_offset = ctx.saved_tensors
         if d_inner is None and d_sq is None:
-            return (None,) * 6
+            return (None,) * 8
         if d_inner is None:
             d_inner = torch.zeros_like(d_sq)
         grads = [d_inner, d_inner * g_ai2] + ([] if d_sq is None else [d_sq])
@@ -212,7 +235,7 @@ class _ChosenCandidates(torch.autograd.Function):
         pos = positions[index].add_(row_offset.unsqueeze(1))
         N = g_ai2.shape[0]
         dG = w.new_zeros(N * N).index_add_(0, pos.view(-1), w.view(-1)).view(N, N)
-        return dG, None, None, None, None, None
+        return dG, None, None, None, None, None, None, None
 
 
 class _GramBank:
@@ -228,7 +251,8 @@ class _GramBank:
     def __init__(self, x: torch.Tensor, G: torch.Tensor, layout: _Layout, alpha: float, beta: float, detach: bool):
         self.N, self.G, self.detach, self.layout = layout.N, G, detach, layout
         Gc = G.detach() if detach else G  # for the synthetic points' coefficients and norms
-        sq_c = Gc.diagonal()
+        sq_g = gram_diagonal(G, x)
+        sq_c = sq_g.detach() if detach else sq_g
         g_kl = Gc.reshape(-1).index_select(0, layout.pair_flat)
         g_kk, g_ll = sq_c.index_select(0, layout.source), sq_c.index_select(0, layout.axis)
         self.a1 = beta * (1.0 - alpha)
@@ -236,7 +260,7 @@ class _GramBank:
         # |a1 x_k + a2 x_l|^2 = a1^2 g_kk + a2 (2 a1 g_kl + a2 g_ll)
         synth_sq = torch.add(g_ll * self.a2, g_kl, alpha=2.0 * self.a1).mul_(self.a2)
         synth_sq = synth_sq.add_(g_kk, alpha=self.a1 * self.a1) if self.a1 != 0.0 else synth_sq
-        self.sq = torch.cat([G.diagonal(), synth_sq])  # K squared norms
+        self.sq = torch.cat([sq_g, synth_sq])  # K squared norms
         self.R = x @ x.detach().T if detach else G  # row-side gradient only, in detach mode
 
     @property
@@ -340,10 +364,19 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         """Share of the last call's chosen negatives that were synthetic (0 before the first call)."""
         return self.last_stats.get("synthetic_ratio", 0.0)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The base loss of the batch with Symm's negatives; a scalar tensor."""
-        e, lab = check_pair_batch(embeddings, labels)
-        layout = self._layout_for(lab)
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, samples_per_class: int | None = None
+    ) -> torch.Tensor:
+        """The base loss of the batch with Symm's negatives; a scalar tensor.
+
+        ``samples_per_class=M`` declares the batch to be in class-major blocks of M (rows ``c M .. c M + M - 1``
+        of one class, each block another class: the P x M sampler's order). Then the same-class pairs and the
+        classes of the candidates follow from N and M alone: no step waits on the device and ``torch.compile``
+        traces the loss whole. Without it they are read off the labels (any layout; the host waits on the
+        device). The declaration is checked where value checks run.
+        """
+        e, lab = check_pair_batch(embeddings, labels, samples_per_class)
+        layout = self._layout_for(lab, samples_per_class)
         if layout.source.numel() == 0:
             raise ValueError(
                 f"no class in labels has two samples (all {lab.shape[0]} labels are distinct); Symmetrical "
@@ -352,19 +385,28 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         x = self.base_loss.prepare(e)
         G = x @ x.T
         if self.variant == "official":
-            return self._official(x, G, lab)
+            return self._official(x, G, lab, samples_per_class)
         return self._paper(x, G, lab, layout)
 
-    def _layout_for(self, labels: torch.Tensor) -> _Layout:
-        """The cached :class:`_Layout` of ``labels`` (recomputed when the labelling changes)."""
-        key = (labels.device, labels.shape[0], labels.cpu().numpy().tobytes())
+    def _layout_for(self, labels: torch.Tensor, samples_per_class: int | None = None) -> _Layout:
+        """The :class:`_Layout` of ``labels``, cached while the labelling (or the declared blocks) stays the same;
+        built afresh inside a compiled graph, where it is traced once and folded into constants."""
+        if torch.compiler.is_compiling():
+            return _Layout(labels, samples_per_class)
+        if samples_per_class is None:
+            key = (labels.device, labels.shape[0], labels.cpu().numpy().tobytes())
+        else:
+            key = (labels.device, labels.shape[0], int(samples_per_class))
         if getattr(self, "_layout_key", None) != key:
-            self._layout_key, self._layout = key, _Layout(labels)
+            self._layout_key, self._layout = key, _Layout(labels, samples_per_class)
         return self._layout
 
     def _paper(self, x: torch.Tensor, G: torch.Tensor, lab: torch.Tensor, layout: _Layout) -> torch.Tensor:
         base = self.base_loss
-        if self.candidates == "anchor" and not self.detach and not getattr(base, "uses_candidate_inner", True):
+        fast_path = self.candidates == "anchor" and not self.detach and not getattr(base, "uses_candidate_inner", True)
+        # the fast path's hand-written backward saves eager launches; compiled, inductor fuses the general path
+        # (and differentiates the fast one wrongly: tests/losses/test_compiled.py)
+        if fast_path and not torch.compiler.is_compiling():
             return self._anchor_fast(x, G, lab, layout)
         metric, k, N = base.metric, self.top_k, x.shape[0]
         bank = _GramBank(x, G, layout, self.alpha, self.beta, self.detach)
@@ -406,8 +448,11 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
                 valid = best < float("inf")
             else:
                 index, valid = layout.grouped_topk(keys, k)
-        chosen_inner, chosen_sq = _ChosenCandidates.apply(G, inner, sq_all, W, index, layout)
-        sq = G.diagonal().unsqueeze(1)
+        fast = layout.fast()
+        chosen_inner, chosen_sq = _ChosenCandidates.apply(
+            G, inner, sq_all, W, index, fast["i2"], fast["positions"], fast["row_offset"]
+        )
+        sq = gram_diagonal(G, x).unsqueeze(1)
         mat = metric.from_gram(G, sq, sq.T)
         values = metric.from_gram(chosen_inner, sq, chosen_sq)
         synthetic = index >= N
@@ -431,11 +476,17 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
             )
             cross = bank_cls.unsqueeze(1) != bank_cls.unsqueeze(0)
             # per point u and class j: the k hardest partners v of class j
-            k1, v1, ok1 = topk_hardest(pair_values, cross, k, bank_cls, C, largest=metric.similarity)  # K x C x k
+            size = layout.group_size
+            k1, v1, ok1 = topk_hardest(
+                pair_values, cross, k, bank_cls, C, largest=metric.similarity, group_size=size
+            )  # K x C x k
             # per class j and class i: the k hardest of those over the points u of class i
             per_j = k1.permute(1, 0, 2).reshape(C, K * k)
             ok_j = ok1.permute(1, 0, 2).reshape(C, K * k)
-            _, col, ok2 = topk_hardest(per_j, ok_j, k, bank_cls.repeat_interleave(k), C, largest=metric.similarity)
+            _, col, ok2 = topk_hardest(
+                per_j, ok_j, k, bank_cls.repeat_interleave(k), C, largest=metric.similarity,
+                group_size=None if size is None else size * k,
+            )
             u, slot = col // k, col % k  # C_j x C_i x k
             v = v1.permute(1, 0, 2)[torch.arange(C, device=u.device).view(C, 1, 1), u, slot]
             u, v, ok = u.transpose(0, 1)[inverse], v.transpose(0, 1)[inverse], ok2.transpose(0, 1)[inverse]
@@ -443,9 +494,15 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         synthetic = (u >= bank.N) | (v >= bank.N)
         return values.flatten(1), v.masked_fill(~ok, 0).flatten(1), ok.flatten(1), synthetic.flatten(1)
 
-    def _official(self, x: torch.Tensor, G: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+    def _official(
+        self, x: torch.Tensor, G: torch.Tensor, lab: torch.Tensor, samples_per_class: int | None
+    ) -> torch.Tensor:
         base = self.base_loss
-        a, p = first_pairs(lab)
+        if samples_per_class is None:
+            a, p = first_pairs(lab)
+        else:  # class-major blocks: each block's first two rows
+            a = torch.arange(0, lab.shape[0], samples_per_class, device=lab.device)
+            p = a + 1
         n = a.shape[0]
         ap = torch.cat([a, p])
         Gc = G.detach() if self.detach else G
@@ -465,7 +522,7 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         prods = products(G)
         if self.detach:  # a synthetic set's side carries no gradient
             R = x @ x.detach().T
-            synth = torch.tensor([False, False, True, True], device=x.device)
+            synth = torch.arange(4, device=x.device) >= 2  # the sets S1, S2
             s_syn, t_syn = synth.view(4, 1, 1, 1), synth.view(1, 4, 1, 1)
             prods = torch.where(
                 ~s_syn & ~t_syn,
@@ -477,7 +534,9 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         loss = F.cross_entropy(best, torch.arange(n, device=x.device)) + base.official_regularizer(prods)
         with torch.no_grad():
             combos = base.official_combinations
-            involves_synth = torch.tensor([i >= 2 or j >= 2 for i, j in combos], device=x.device)
+            s_set = torch.stack([torch.full((), i, device=x.device) for i, _ in combos])
+            t_set = torch.stack([torch.full((), j, device=x.device) for _, j in combos])
+            involves_synth = (s_set >= 2) | (t_set >= 2)
             off_diag = ~torch.eye(n, dtype=torch.bool, device=x.device)
             synthetic = involves_synth[which]
         self.record_stats_lazily(lambda: self._statistics(off_diag, synthetic, 2 * n, 4 * n))

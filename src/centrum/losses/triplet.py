@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from centrum.losses._masks import Negatives, _zero_loss, same_class_mask
+from centrum.losses._masks import Negatives, _masked_mean, same_class_mask
 from centrum.losses.base import PairLoss
 from centrum.losses.mining import hardest_negative, hardest_positive, semihard_negative
 
@@ -24,9 +24,9 @@ def triplet_from_negatives(
     ``softplus(.)`` (Hermans et al. 2017).
 
     ``mining="hard"``: per anchor the hardest positive and hardest negative (batch-hard), averaged over
-    anchors that have both. ``"semihard"``: per anchor-positive pair the semi-hard negative of
-    :func:`~centrum.losses.mining.semihard_negative`, averaged over pairs. ``"all"``: every valid triplet,
-    averaged over the triplets with non-zero loss.
+    anchors that have both (0, still in the graph, when none has). ``"semihard"``: per anchor-positive pair
+    the semi-hard negative of :func:`~centrum.losses.mining.semihard_negative`, averaged over pairs.
+    ``"all"``: every valid triplet, averaged over the triplets with non-zero loss.
     """
 
     def f(z: torch.Tensor) -> torch.Tensor:
@@ -36,23 +36,15 @@ def triplet_from_negatives(
     if mining == "hard":
         d_ap, has_pos = hardest_positive(mat, pos_mask)
         d_an, has_neg = hardest_negative(negatives.values, negatives.mask)
-        valid = has_pos & has_neg
-        if not bool(valid.any()):
-            return _zero_loss(mat)
-        return f(d_ap - d_an)[valid].mean()
+        # masked means, not boolean indexing: no shape depends on the data, so nothing waits on the device
+        return _masked_mean(f(d_ap - d_an), has_pos & has_neg)
     if mining == "semihard":
         d_an, has_neg = semihard_negative(mat, negatives.values, negatives.mask)
-        valid = pos_mask & has_neg
-        if not bool(valid.any()):
-            return _zero_loss(mat)
-        return f(mat - d_an)[valid].mean()
+        return _masked_mean(f(mat - d_an), pos_mask & has_neg)
     if mining == "all":
         losses = f(mat.unsqueeze(2) - negatives.values.unsqueeze(1))  # anchor x positive x negative
         valid = pos_mask.unsqueeze(2) & negatives.mask.unsqueeze(1)
-        counted = valid & (losses > 0)
-        if not bool(counted.any()):
-            return _zero_loss(mat)
-        return losses[counted].mean()
+        return _masked_mean(losses, valid & (losses > 0))
     raise ValueError(f"unknown mining {mining!r}; choose 'hard', 'semihard' or 'all'")
 
 

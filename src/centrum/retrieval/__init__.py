@@ -1,23 +1,32 @@
 """Persistent indices for retrieval: per-image (:class:`EmbeddingIndex`, torch or faiss) and per-class
-(:class:`CentroidIndex`, running means); :func:`load_index` reads either from its directory."""
+(:class:`CentroidIndex`, running means); :func:`load_index` opens any index folder ``centrum index build``
+writes, on any backend (the built-in ``index.npz``, or a torch/faiss/Qdrant backend index)."""
 
 from __future__ import annotations
 
 import os
 
-from centrum.retrieval._storage import FORMAT_VERSION, load_arrays
+from centrum.retrieval._storage import FORMAT_VERSION
 from centrum.retrieval.centroid import CentroidIndex
+from centrum.retrieval.folder import BackendIndex, is_index_folder, open_index_folder
 from centrum.retrieval.index import BACKENDS, EmbeddingIndex, SearchResult
 
 
-def load_index(directory: str | os.PathLike, dim: int | None = None) -> EmbeddingIndex | CentroidIndex:
-    """Load whichever kind of index was saved in ``directory`` (``dim``, when given, is checked)."""
-    header, _ = load_arrays(directory)
-    kinds = {EmbeddingIndex.kind: EmbeddingIndex, CentroidIndex.kind: CentroidIndex}
-    kind = header.get("kind")
-    if kind not in kinds:
-        raise ValueError(f"index at {directory} has unknown kind {kind!r}; expected one of {', '.join(kinds)}")
-    return kinds[kind].load(directory, dim)
+def load_index(directory: str | os.PathLike, dim: int | None = None) -> EmbeddingIndex | CentroidIndex | BackendIndex:
+    """Open whichever index was saved in ``directory`` (``dim``, when given, is checked): the built-in
+    format or a backend index; see :func:`centrum.retrieval.folder.open_index_folder`. Call ``close()`` on
+    the result when done (it releases a local Qdrant folder)."""
+    return open_index_folder(directory, dim)
 
 
-__all__ = ["BACKENDS", "FORMAT_VERSION", "CentroidIndex", "EmbeddingIndex", "SearchResult", "load_index"]
+__all__ = [
+    "BACKENDS",
+    "FORMAT_VERSION",
+    "BackendIndex",
+    "CentroidIndex",
+    "EmbeddingIndex",
+    "SearchResult",
+    "is_index_folder",
+    "load_index",
+    "open_index_folder",
+]

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import zipfile
 
 import numpy as np
 
-from centrum.io import atomic_write
+from centrum.io import DamagedFileError, atomic_write, read_npz
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.npz"
@@ -47,11 +46,13 @@ def load_arrays(directory: str | os.PathLike) -> tuple[dict, dict[str, np.ndarra
     if not path.is_file():
         raise FileNotFoundError(f"no index at {directory}: {path} does not exist (save one with .save(directory))")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        arrays = read_npz(path)
+    except DamagedFileError as exc:
+        raise ValueError(f"{path} is not a readable centrum index: {exc.reason}") from exc
+    try:
         header = json.loads(arrays.pop("header").tobytes().decode())
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        reason = "it has no header" if isinstance(exc, KeyError) else "its header is not valid JSON (damaged)"
         raise ValueError(f"{path} is not a readable centrum index: {reason}") from exc
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a readable centrum index: its header is not a JSON object")

@@ -14,7 +14,7 @@ from centrum.validation import check_embeddings_labels
 
 
 class CentroidIndex:
-    """One centroid per class: the mean of the embeddings added with that label (methods.md 1.3).
+    """One centroid per class: the mean of the embeddings added with that label.
 
     Adding images to a class updates its centroid as a running mean (``c += (sum - n c) / (count + n)``,
     accumulated in float64), without the images being kept; a class can be removed. With
@@ -47,6 +47,11 @@ class CentroidIndex:
 
     def __repr__(self) -> str:
         return f"CentroidIndex(dim={self.dim}, metric={self.metric!r}, classes={len(self)})"
+
+    has_paths = False  # one entry per class: no image paths
+
+    def close(self) -> None:
+        """Nothing to release (kept so that every opened index folder can be closed alike)."""
 
     @property
     def centroids(self) -> torch.Tensor:

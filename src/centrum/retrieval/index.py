@@ -137,6 +137,14 @@ class EmbeddingIndex:
         return f"EmbeddingIndex(dim={self.dim}, metric={self.metric!r}, backend={self.backend!r}, size={len(self)})"
 
     @property
+    def has_paths(self) -> bool:
+        """True when some entry was added with an image path."""
+        return self._has_paths and any(self._paths)
+
+    def close(self) -> None:
+        """Nothing to release (kept so that every opened index folder can be closed alike)."""
+
+    @property
     def vectors(self) -> torch.Tensor:
         """All stored vectors (N x D float32; L2-normalised for cosine), in insertion order."""
         return torch.cat(self._segments) if self._segments else torch.empty(0, self.dim)

@@ -2,28 +2,44 @@
 
 Reads (``/health``, ``/search``, ``/classes``, ``/images/{id}``, ``/``) are open; writes need
 ``Authorization: Bearer <key>`` unless the service was started without keys (``--no-auth``). Every error is a
-JSON ``{"detail": "..."}`` with a 4xx status that says what is wrong.
+JSON ``{"detail": "..."}`` with a status that says what is wrong: 4xx for the request, 507 when the disk is full
+(the write was not made; searches go on). The API page ``/docs`` loads Swagger UI from this server (the
+``swagger-ui-py`` package's files), never from a CDN, so it works offline.
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib.util
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from centrum.inference.protocol import Embedder
 from centrum.serving.batching import MicroBatcher
 from centrum.serving.images import DEFAULT_MAX_PIXELS, BadImageError, decode_image, thumbnail_jpeg
-from centrum.serving.store import IndexStore, NotFoundError, check_class_name
+from centrum.serving.store import IndexStore, NotFoundError, StorageError, check_class_name
 
 MODES = ("images", "centroids")
+# the Swagger UI files /docs needs, served from the swagger-ui-py package (name -> media type)
+SWAGGER_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 # module-level defaults of the multipart field (FastAPI reads them from the signature)
 QUERY_IMAGES = File(None, description="one or more query images")
 ENROL_IMAGES = File(None, description="one or more images to enrol")
+
+
+def swagger_ui_folder() -> Path | None:
+    """The folder of Swagger UI's files in the installed ``swagger-ui-py`` package, or ``None`` without it."""
+    spec = importlib.util.find_spec("swagger_ui")  # found without importing the package (and its web adapters)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return folder if all((folder / name).is_file() for name in SWAGGER_ASSETS) else None
 
 
 @dataclass
@@ -53,6 +69,8 @@ def create_app(store: IndexStore, embedder: Embedder, settings: ServiceSettings 
         title="centrum",
         description="Image retrieval by deep metric learning: search by image, enrol images into classes.",
         lifespan=lifespan,
+        docs_url=None,  # replaced below by a page whose assets come from this server, not a CDN
+        redoc_url=None,
     )
     app.state.store, app.state.batcher, app.state.settings = store, batcher, settings
 
@@ -69,6 +87,11 @@ def create_app(store: IndexStore, embedder: Embedder, settings: ServiceSettings 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError):
         return JSONResponse({"detail": str(exc).strip("'\"")}, status_code=404)
+
+    @app.exception_handler(StorageError)
+    async def storage_failed(request: Request, exc: StorageError):
+        # 507 Insufficient Storage: the client may retry once space is back; nothing was half-written
+        return JSONResponse({"detail": str(exc)}, status_code=507 if exc.full else 500)
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError):
@@ -117,6 +140,40 @@ def create_app(store: IndexStore, embedder: Embedder, settings: ServiceSettings 
         """The web page (search and enrol tabs; all assets inline)."""
         html = resources.files("centrum.serving").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(html)
+
+    swagger = swagger_ui_folder()
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_page() -> HTMLResponse:
+        """The interactive API page (Swagger UI, served locally)."""
+        if swagger is None:
+            return HTMLResponse(
+                "<!doctype html><title>centrum API</title><link rel='icon' href='/favicon.svg'>"
+                "<p>The interactive API page needs the <code>swagger-ui-py</code> package "
+                "(<code>pip install 'centrum[serve]'</code>). The API schema is at "
+                "<a href='/openapi.json'>/openapi.json</a>.</p>"
+            )
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="centrum API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/favicon.svg",
+        )
+
+    @app.get("/static/swagger-ui/{name}", include_in_schema=False)
+    def swagger_asset(name: str) -> Response:
+        """One of Swagger UI's files (only the ones /docs loads)."""
+        if swagger is None or name not in SWAGGER_ASSETS:
+            raise HTTPException(404, f"no asset {name!r}")
+        return FileResponse(swagger / name, media_type=SWAGGER_ASSETS[name], headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/favicon.svg", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        """The service's icon (for the page, /docs and browsers that ask for /favicon.ico)."""
+        svg = resources.files("centrum.serving").joinpath("static/favicon.svg").read_bytes()
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
     def health() -> dict:

@@ -7,80 +7,92 @@ write. It wraps :class:`~centrum.retrieval.EmbeddingIndex` (one row per image) a
 :class:`~centrum.retrieval.CentroidIndex` (one running-mean centroid per class) and keeps the class name <->
 label table and the image ids itself.
 
-Durability: every write is appended to ``journal.log`` (one JSON line, fsynced) *before* it is applied in memory
-and acknowledged, so an acknowledged write survives ``kill -9``. At start the snapshot ``snapshot.npz`` is loaded
-and the journal's newer records are replayed (a torn last line, from a crash mid-append of a write that was never
-acknowledged, is dropped). Compaction writes a new snapshot atomically (temporary file, fsync, rename: a crash
-mid-snapshot leaves the previous one) and only then empties the journal; records the snapshot already holds are
-recognised by their sequence number and skipped, so a crash between the two steps loses nothing.
+Durability: every write is appended to ``journal.log`` (:mod:`centrum.serving.journal`: one checksummed line,
+fsynced) *before* it is applied in memory and acknowledged, so an acknowledged write survives ``kill -9``. At
+start the snapshot ``snapshot.npz`` (:mod:`centrum.serving.snapshot`) is loaded and the journal's newer records
+are replayed. A torn last line (a crash mid-append of a write never acknowledged) is dropped; a damaged record
+anywhere else stops the start (:class:`~centrum.serving.journal.JournalDamagedError`) unless ``recover=True``.
+Compaction writes a new snapshot atomically and only then empties the journal; records the snapshot already
+holds are recognised by their sequence number and skipped, so a crash between the two steps loses nothing.
+Image ids are never reused: besides the snapshot's and the journal's, ``id-reserve.json`` holds a high-water
+mark, written before any id under it is handed out, that recovery raises the next id to.
+A full disk fails the write with :class:`StorageError` (the service answers 507) and leaves no partial record.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import logging
 import os
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from centrum.io import atomic_write_bytes, save_npz
+from centrum.io import atomic_write_bytes, atomic_write_json
 from centrum.retrieval import CentroidIndex, EmbeddingIndex
+from centrum.serving.journal import JOURNAL_FILE, Journal, JournalDamagedError, JournalScan, scan_journal, set_aside
+from centrum.serving.locking import ReadWriteLock
+from centrum.serving.snapshot import (
+    SNAPSHOT_FILE,
+    STORE_FORMAT,
+    SnapshotDamagedError,
+    read_snapshot,
+    write_snapshot,
+)
 
-SNAPSHOT_FILE = "snapshot.npz"
-JOURNAL_FILE = "journal.log"
+__all__ = [
+    "IMAGES_DIR",
+    "JOURNAL_FILE",
+    "SNAPSHOT_FILE",
+    "STORE_FORMAT",
+    "ClassHit",
+    "ImageHit",
+    "IndexStore",
+    "JournalDamagedError",
+    "NotFoundError",
+    "ReadWriteLock",
+    "SnapshotDamagedError",
+    "StorageError",
+    "check_class_name",
+]
+
 IMAGES_DIR = "images"
-STORE_FORMAT = "centrum-serve-store-v1"
+ID_RESERVE_FILE = "id-reserve.json"
+ID_BLOCK = 1024  # ids reserved per write of the high-water mark: one extra fsynced file write per 1024 images
 MAX_CLASS_NAME = 128
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+log = logging.getLogger("centrum.serving")
 
 
 class NotFoundError(LookupError):
     """An unknown class name or image id (the service answers 404)."""
 
 
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer blocks new readers, so writes are not starved."""
+class StorageError(RuntimeError):
+    """A write failed in the file system and was not made (nothing was acknowledged, nothing half-written
+    stays). ``full`` is true for a full disk or quota (the service answers 507), false otherwise (500)."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
+    def __init__(self, message: str, full: bool) -> None:
+        super().__init__(message)
+        self.full = full
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        """Hold the lock shared for the ``with`` block."""
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
 
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        """Hold the lock exclusively for the ``with`` block."""
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
+def _os_error(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``exc`` (itself, or its cause: a ``ValueError`` of :func:`centrum.io.atomic_write`)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def check_class_name(name: str) -> str:
@@ -123,9 +135,11 @@ class IndexStore:
     """The durable index of one service folder: images with ids and class names, and class centroids.
 
     ``folder`` holds ``snapshot.npz``, ``journal.log`` and ``images/`` (uploaded images). A folder holding only
-    an ``index.npz`` from ``centrum index build`` is imported (class names = the labels as text; ids = rows).
-    ``dim``/``metric`` are the model's; a folder written with another dimension is refused. The journal is
-    compacted into the snapshot every ``compact_every`` records and at :meth:`close`.
+    an ``index.npz`` from ``centrum index build`` is imported (class names: the names the index stores, else the
+    labels as text; ids = rows). ``dim``/``metric`` are the model's; a folder written with another dimension is
+    refused. The journal is compacted into the snapshot every ``compact_every`` records and at :meth:`close`.
+    A damaged journal record stops the start with :class:`JournalDamagedError` naming file and line;
+    ``recover=True`` keeps every intact record, sets the damaged lines aside and compacts.
     Methods are thread-safe: searches run concurrently, writes one at a time.
     """
 
@@ -136,6 +150,7 @@ class IndexStore:
         metric: str = "cosine",
         compact_every: int = 1000,
         engines: tuple | None = None,
+        recover: bool = False,
     ) -> None:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
@@ -156,14 +171,19 @@ class IndexStore:
         self._next_label = 0
         self._seq = 0  # sequence number of the last applied write
         self._snapshot_seq = 0
+        self._next_compaction = self.compact_every  # journal length that triggers one (pushed on after a failure)
+        self._reserved_ids = self._read_id_reserve()
+        self.recovered: list[str] = []  # what the start repaired, one line each (the CLI prints them)
         # optional search engines behind the backend interface (e.g. Qdrant): an ImageIndex keyed by image id and
         # a CentroidStore, both empty at start and mirrored from the journalled state, which stays the truth
         self._engine, self._centroid_engine = engines if engines is not None else (None, None)
         for engine in (self._engine, self._centroid_engine):
             if engine is not None and (len(engine) or engine.dim != self.dim or engine.metric != metric):
                 raise ValueError(f"search engine {engine!r} must be empty, {self.dim}-d and {metric}")
-        self._load()
-        self._journal = open(self.folder / JOURNAL_FILE, "ab")  # noqa: SIM115 - kept open for appends
+        must_compact = self._load(recover)
+        self._journal = Journal(self.folder / JOURNAL_FILE)
+        if must_compact:
+            self._compact()  # the repaired state becomes the snapshot; the journal starts empty
 
     # ---------------------------------------------------------------- reads
     @property
@@ -260,7 +280,8 @@ class IndexStore:
         """Add ``vectors`` (N x dim) to class ``class_name`` (created if new); return their new ids.
 
         ``images`` (bytes, file suffix) are stored under ``images/`` and become the entries' paths; otherwise
-        ``paths`` are stored as given. Durable (journalled and fsynced) when this returns.
+        ``paths`` are stored as given. Durable (journalled and fsynced) when this returns; a file-system failure
+        raises :class:`StorageError` and leaves neither a record nor a stored image behind.
         """
         name = check_class_name(class_name)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -268,22 +289,30 @@ class IndexStore:
             raise ValueError(f"expected N x {self.dim} embeddings, got shape {vectors.shape}")
         with self.lock.write():
             ids = list(range(self._next_id, self._next_id + len(vectors)))
-            if images is not None:
-                stored = []
-                for image_id, (data, suffix) in zip(ids, images, strict=True):
-                    relative = f"{IMAGES_DIR}/{image_id}{suffix}"
-                    atomic_write_bytes(self.folder / relative, data)
-                    stored.append(relative)
-                paths = stored
-            paths = [str(p) for p in paths] if paths is not None else [""] * len(ids)
-            record = {
-                "op": "enrol",
-                "class": name,
-                "ids": ids,
-                "paths": paths,
-                "vectors": base64.b64encode(vectors.tobytes()).decode(),
-            }
-            self._write(record)
+            written: list[Path] = []
+            try:
+                self._reserve_ids(ids[-1] + 1)
+                if images is not None:
+                    stored = []
+                    for image_id, (data, suffix) in zip(ids, images, strict=True):
+                        relative = f"{IMAGES_DIR}/{image_id}{suffix}"
+                        atomic_write_bytes(self.folder / relative, data)
+                        written.append(self.folder / relative)
+                        stored.append(relative)
+                    paths = stored
+                paths = [str(p) for p in paths] if paths is not None else [""] * len(ids)
+                record = {
+                    "op": "enrol",
+                    "class": name,
+                    "ids": ids,
+                    "paths": paths,
+                    "vectors": base64.b64encode(vectors.tobytes()).decode(),
+                }
+                self._write(record)
+            except (OSError, ValueError) as exc:
+                for path in written:  # the enrolment was not made: its stored images go too
+                    path.unlink(missing_ok=True)
+                self._raise_storage_error(exc, f"enrolment into {name!r}")
             return ids
 
     def delete_image(self, image_id: int) -> None:
@@ -291,7 +320,7 @@ class IndexStore:
         with self.lock.write():
             if int(image_id) not in self._row_of:
                 raise NotFoundError(f"image id {image_id} is not in the index")
-            self._write({"op": "delete_image", "id": int(image_id)})
+            self._write_or_fail({"op": "delete_image", "id": int(image_id)}, f"deletion of image {image_id}")
 
     def delete_class(self, class_name: str) -> int:
         """Remove class ``class_name`` and all its images; return how many images went."""
@@ -299,34 +328,79 @@ class IndexStore:
             if class_name not in self._ids_of:
                 raise NotFoundError(f"class {class_name!r} is not in the index")
             count = len(self._ids_of[class_name])
-            self._write({"op": "delete_class", "class": class_name})
+            self._write_or_fail({"op": "delete_class", "class": class_name}, f"deletion of class {class_name!r}")
             return count
 
     def compact(self) -> None:
-        """Write the snapshot (atomically) and empty the journal."""
+        """Write the snapshot (atomically) and empty the journal; :class:`StorageError` when it cannot be
+        written (the journal is then kept, so nothing is lost)."""
         with self.lock.write():
-            self._compact()
+            try:
+                self._compact()
+            except (OSError, ValueError) as exc:
+                self._raise_storage_error(exc, "compaction")
 
     def close(self) -> None:
-        """Compact and close the journal."""
+        """Compact (when the journal holds anything; a failure keeps the journal) and close the journal."""
         with self.lock.write():
             if self._seq != self._snapshot_seq:
-                self._compact()
+                self._try_compact()
             self._journal.close()
             for engine in (self._engine, self._centroid_engine):
                 if engine is not None and hasattr(engine, "close"):
                     engine.close()  # a local Qdrant folder admits one client at a time
 
     # ---------------------------------------------------------------- internals
+    def _raise_storage_error(self, exc: BaseException, what: str) -> None:
+        """Raise ``exc`` as a :class:`StorageError` when the file system caused it, else unchanged."""
+        cause = _os_error(exc)
+        if cause is None:
+            raise exc
+        full = cause.errno in FULL_DISK
+        reason = "the disk is full" if full else (cause.strerror or str(cause))
+        message = f"{what} was not made: {reason} ({self.folder}); nothing was written, searches still work"
+        log.warning("centrum serve: %s", message)
+        raise StorageError(message, full) from exc
+
+    def _write_or_fail(self, record: dict, what: str) -> None:
+        try:
+            self._write(record)
+        except (OSError, ValueError) as exc:
+            self._raise_storage_error(exc, what)
+
     def _write(self, record: dict) -> None:
         """Journal ``record`` durably, then apply it; compact when the journal is long. Caller holds the lock."""
         record = {"seq": self._seq + 1, **record}
-        self._journal.write((json.dumps(record) + "\n").encode())
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        self._journal.append(record)
         self._apply(record)
-        if self._seq - self._snapshot_seq >= self.compact_every:
+        if self._seq - self._snapshot_seq >= self._next_compaction:
+            self._try_compact()
+
+    def _try_compact(self) -> None:
+        """Compact; a failure (a full disk) is logged and retried after another ``compact_every`` writes. The
+        write that triggered it is journalled already, so it stays acknowledged."""
+        try:
             self._compact()
+        except (OSError, ValueError) as exc:
+            self._next_compaction = self._seq - self._snapshot_seq + self.compact_every
+            log.warning("centrum serve: compaction failed (%s); the journal keeps every write", exc)
+
+    def _read_id_reserve(self) -> int:
+        path = self.folder / ID_RESERVE_FILE
+        try:
+            return int(json.loads(path.read_text())["next_id_reserved"])
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("centrum serve: %s is unreadable (%s); ids continue from the snapshot and journal", path, exc)
+            return 0
+
+    def _reserve_ids(self, upto: int) -> None:
+        """Make the high-water mark in ``id-reserve.json`` at least ``upto`` before those ids are handed out."""
+        if upto > self._reserved_ids:
+            reserve = upto + ID_BLOCK
+            atomic_write_json(self.folder / ID_RESERVE_FILE, {"next_id_reserved": reserve})
+            self._reserved_ids = reserve
 
     def _apply(self, record: dict) -> None:
         op = record["op"]
@@ -418,7 +492,6 @@ class IndexStore:
 
     def _compact(self) -> None:
         header = {
-            "format": STORE_FORMAT,
             "dim": self.dim,
             "metric": self.metric,
             "seq": self._seq,
@@ -426,54 +499,108 @@ class IndexStore:
             "next_label": self._next_label,
             "classes": {name: label for name, label in self._label_of.items()},
         }
-        save_npz(
+        write_snapshot(
             self.folder / SNAPSHOT_FILE,
-            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-            vectors=self._images.vectors.numpy(),
-            labels=self._images.labels,
-            ids=np.asarray(self._ids, dtype=np.int64),
-            paths=np.asarray(self._paths, dtype=str),
+            header,
+            self._images.vectors.numpy(),
+            self._images.labels,
+            self._ids,
+            self._paths,
         )
         self._snapshot_seq = self._seq
+        self._next_compaction = self.compact_every
         self._journal.truncate(0)
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
 
-    def _load(self) -> None:
+    def _load(self, recover: bool) -> bool:
+        """Load the snapshot (or import a built index), replay the journal; return whether to compact now."""
+        journal = self.folder / JOURNAL_FILE
+        scan = scan_journal(journal, self.dim)
+        damage = scan.first_damage()
+        if damage is not None and not recover:
+            raise damage
+        must_compact = False
         snapshot = self.folder / SNAPSHOT_FILE
         if snapshot.is_file():
             try:
-                with np.load(snapshot, allow_pickle=False) as data:
-                    arrays = {name: data[name] for name in data.files}
-                header = json.loads(arrays.pop("header").tobytes().decode())
-            except (ValueError, KeyError, OSError) as exc:
-                raise ValueError(f"{snapshot} is not a readable centrum service snapshot: {exc}") from exc
-            if header.get("format") != STORE_FORMAT:
-                raise ValueError(f"{snapshot} is not a centrum service snapshot (format {header.get('format')!r})")
-            if int(header["dim"]) != self.dim:
-                raise ValueError(
-                    f"index folder {self.folder} holds {header['dim']}-d embeddings but the model gives {self.dim}-d"
-                )
-            self._label_of = {str(k): int(v) for k, v in header["classes"].items()}
-            self._name_of = {v: k for k, v in self._label_of.items()}
-            self._ids_of = {name: [] for name in self._label_of}
-            self._next_label = int(header["next_label"])
-            if len(arrays["ids"]):
-                self._add_rows(
-                    arrays["vectors"],
-                    arrays["labels"].astype(np.int64),
-                    arrays["ids"].tolist(),
-                    arrays["paths"].tolist(),
-                )
-            self._ids_of = {name: ids for name, ids in self._ids_of.items() if ids}
-            self._next_id = int(header["next_id"])
-            self._seq = self._snapshot_seq = int(header["seq"])
+                header, arrays = read_snapshot(snapshot)
+            except SnapshotDamagedError as exc:
+                self._rebuild_without(snapshot, exc, scan)
+                must_compact = True
+            else:
+                self._load_snapshot(snapshot, header, arrays)
         elif (self.folder / "index.npz").is_file():
             self._import_built_index()
-        self._replay()
+        for _, record in scan.records:
+            if int(record["seq"]) > self._seq:
+                self._apply(record)
+        if scan.damaged:
+            aside = set_aside(scan)
+            self._raise_next_id(scan)
+            lines = ", ".join(str(n) for n, _, _ in scan.damaged)
+            self._report(
+                f"recovered {journal}: kept {len(scan.records)} intact record(s), moved damaged line(s) {lines} "
+                f"to {aside}; image ids continue from {self._next_id}"
+            )
+            must_compact = True
+        if must_compact:
+            self._next_id = max(self._next_id, self._reserved_ids)
+        elif scan.torn_tail:  # a write cut short by a crash was never acknowledged: drop it
+            with open(journal, "r+b") as handle:
+                handle.truncate(journal.stat().st_size - len(scan.torn_tail))
+                handle.flush()
+                os.fsync(handle.fileno())
+        return must_compact
+
+    def _report(self, line: str) -> None:
+        self.recovered.append(line)
+        log.warning("centrum serve: %s", line)
+
+    def _raise_next_id(self, scan: JournalScan) -> None:
+        """Past every id a damaged line might hold (read from its bytes where they are legible)."""
+        for _, raw, _ in scan.damaged:
+            for group in re.findall(rb'"ids":\s*\[([0-9,\s]*)\]', raw):
+                for value in re.findall(rb"[0-9]+", group):
+                    self._next_id = max(self._next_id, int(value) + 1)
+            for value in re.findall(rb'"id":\s*([0-9]+)', raw):
+                self._next_id = max(self._next_id, int(value) + 1)
+
+    def _rebuild_without(self, snapshot: Path, exc: SnapshotDamagedError, scan: JournalScan) -> None:
+        """A damaged snapshot: rebuild from the journal when it holds every write since the start (then the
+        snapshot adds nothing), else refuse, naming the file."""
+        if not scan.complete_from_start:
+            raise ValueError(
+                f"{exc} and the journal lacks the writes it held: restore {SNAPSHOT_FILE} from a backup, or move "
+                "it away to start from the journal alone, losing its images (see docs/serving.md)"
+            )
+        aside = snapshot.with_name(f"{SNAPSHOT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(snapshot, aside)
+        if (self.folder / "index.npz").is_file():
+            self._import_built_index()  # the writes since the start were made on top of it
+        self._report(f"{exc}: rebuilt from the journal, which holds every write since the start; set aside as {aside}")
+
+    def _load_snapshot(self, snapshot: Path, header: dict, arrays: dict[str, np.ndarray]) -> None:
+        if int(header["dim"]) != self.dim:
+            raise ValueError(
+                f"index folder {self.folder} holds {header['dim']}-d embeddings but the model gives {self.dim}-d"
+            )
+        self._label_of = {str(k): int(v) for k, v in header["classes"].items()}
+        self._name_of = {v: k for k, v in self._label_of.items()}
+        self._ids_of = {name: [] for name in self._label_of}
+        self._next_label = int(header["next_label"])
+        if len(arrays["ids"]):
+            self._add_rows(
+                arrays["vectors"],
+                arrays["labels"].astype(np.int64),
+                arrays["ids"].tolist(),
+                arrays["paths"].tolist(),
+            )
+        self._ids_of = {name: ids for name, ids in self._ids_of.items() if ids}
+        self._next_id = max(self._next_id, int(header["next_id"]))
+        self._seq = self._snapshot_seq = int(header["seq"])
 
     def _import_built_index(self) -> None:
-        """Take over an index written by ``centrum index build`` (per-image, with labels and paths)."""
+        """Take over an index written by ``centrum index build`` (per-image, with labels, paths and the class
+        names it stores; a label without a stored name is shown as its number)."""
         from centrum.retrieval import load_index
 
         built = load_index(self.folder)
@@ -482,30 +609,19 @@ class IndexStore:
         if built.dim != self.dim:
             raise ValueError(f"index {self.folder} holds {built.dim}-d embeddings but the model gives {self.dim}-d")
         vectors, labels, paths = built.vectors.numpy(), built.labels, built.paths
+        stored_names = getattr(built, "class_names", {}) or {}
         for label in np.unique(labels):
             rows = np.flatnonzero(labels == label)
-            self._add(
-                str(int(label)) if label >= 0 else "unlabelled", vectors[rows], rows.tolist(), [paths[r] for r in rows]
-            )
+            name = self._built_class_name(int(label), stored_names)
+            self._add(name, vectors[rows], rows.tolist(), [paths[r] for r in rows])
 
-    def _replay(self) -> None:
-        journal = self.folder / JOURNAL_FILE
-        if not journal.is_file():
-            return
-        good = 0
-        with open(journal, "rb") as handle:
-            for line in handle:
-                try:
-                    if not line.endswith(b"\n"):
-                        raise ValueError("torn last line")
-                    record = json.loads(line)
-                except ValueError:
-                    break  # a write cut short by a crash was never acknowledged: drop it and what follows
-                if int(record["seq"]) > self._seq:
-                    self._apply(record)
-                good += len(line)
-        if good != journal.stat().st_size:
-            with open(journal, "r+b") as handle:
-                handle.truncate(good)
-                handle.flush()
-                os.fsync(handle.fileno())
+    def _built_class_name(self, label: int, stored: dict[int, str]) -> str:
+        """The service's name for label ``label`` of a built index: its stored name when that is a valid and
+        unused class name, else the label as text."""
+        if label < 0:
+            return "unlabelled"
+        try:
+            name = check_class_name(stored[label])
+        except (KeyError, ValueError):
+            return str(label)
+        return name if name not in self._label_of else f"{name} ({label})"

@@ -1,14 +1,22 @@
-"""Lightning callbacks a study adds to each run: the cost of a training step, and snapshots of test embeddings.
+"""Lightning callbacks a study adds to each run: the cost of a training step, snapshots of test embeddings, and
+the final state (a digest of the weights and the spread of the final test embeddings).
 
-Both write into the run folder (``step_cost.json``, ``snapshots/epoch-NNN.npz``, ``ranked_lists.png``) so that
-the report can be drawn later, from the folders alone, and a resumed run keeps what it already wrote.
+All write into the run folder (``step_cost.json``, ``snapshots/epoch-NNN.npz``, ``ranked_lists.png``,
+``final_state.json``) so that the report can be drawn later, from the folders alone, and a resumed run keeps what
+it already wrote. None of them changes the training: every analysis runs inside :func:`preserved_rng`, so the
+random streams training draws from (augmentations, sampler, dropout, data-loader seeds) are exactly where they
+were, and a run with and without the analyses ends with bit-identical weights.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import random
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,25 @@ from lightning.pytorch.callbacks import Callback
 from centrum.io import atomic_write_json, save_npz
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the body and then put every global random stream back where it was: Python's ``random``, NumPy's
+    legacy global generator, torch's CPU generator and every CUDA device's. Iterating a ``DataLoader`` alone
+    draws its base seed from torch's CPU stream, so an evaluation or snapshot would otherwise shift every later
+    augmentation and batch of the run."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 _STATUS = Path("/proc/self/status")
 
 
@@ -155,17 +182,25 @@ class EmbeddingSnapshots(Callback):
         last = epoch >= (trainer.max_epochs or epoch)
         if not trainer.is_global_zero or path.exists() or not (epoch in self.epochs or last):
             return
+        with preserved_rng():
+            self._write_snapshot(trainer, pl_module, epoch, path, last)
+
+    def _write_snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int, path: Path, last: bool):
         query, gallery = self._subsets(trainer)
         arrays = {"embeddings": self._embed(trainer, pl_module, query), "labels": np.asarray(query.labels)}
         if gallery is not None:
             arrays["gallery_embeddings"] = self._embed(trainer, pl_module, gallery)
             arrays["gallery_labels"] = np.asarray(gallery.labels)
+        names = trainer.datamodule.splits.class_names or {}
+        wanted = np.unique(arrays["labels"])
+        arrays["class_names"] = np.asarray([str(names.get(int(c), int(c))) for c in wanted])
+        arrays["class_ids"] = wanted
         self.dir.mkdir(parents=True, exist_ok=True)
         save_npz(path, epoch=np.asarray(epoch), **arrays)
         if last:
-            self._draw_ranked(query, gallery, arrays, epoch)
+            self._draw_ranked(query, gallery, arrays, epoch, names)
 
-    def _draw_ranked(self, query, gallery, arrays: dict[str, np.ndarray], epoch: int) -> None:
+    def _draw_ranked(self, query, gallery, arrays: dict[str, np.ndarray], epoch: int, names: dict) -> None:
         from centrum.reports.plots import plot_ranked_lists
 
         q_emb, q_lab = arrays["embeddings"], arrays["labels"]
@@ -187,7 +222,8 @@ class EmbeddingSnapshots(Callback):
             g_lab,
             self.ranked,
             distances=distances,
-            title=f"top-{k} within {len(np.unique(q_lab))} test classes after epoch {epoch} (cosine distance)",
+            title=f"top-{k} of {len(np.unique(q_lab))} test classes, epoch {epoch}\n(cosine distance)",
+            class_names={int(c): str(n) for c, n in names.items()} or None,
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -196,3 +232,59 @@ class EmbeddingSnapshots(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._snapshot(trainer, pl_module, trainer.current_epoch + 1)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state (every parameter and buffer, by name, in order): equal digests mean
+    bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def embedding_spread(embeddings: np.ndarray) -> dict[str, float]:
+    """Largest and median pairwise cosine distance (``1 - cos``, off the diagonal) among ``embeddings``: both
+    under 1e-3 means the model maps every image to the same point (collapse)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    d = 1.0 - e @ e.T
+    off = d[~np.eye(len(e), dtype=bool)]
+    if off.size == 0:
+        return {"max_pairwise_cosine_distance": float("nan"), "median_pairwise_cosine_distance": float("nan")}
+    return {
+        "max_pairwise_cosine_distance": float(off.max()),
+        "median_pairwise_cosine_distance": float(np.median(off)),
+    }
+
+
+class FinalState(Callback):
+    """After training: ``final_state.json`` with a digest of the final weights (two arms with equal digests at a
+    seed trained identically), the spread of the final test embeddings of a fixed subset (up to ``classes`` x
+    ``per_class`` images; collapse shows as a largest pairwise cosine distance under 1e-3) and the intra-op
+    thread count the run trained with."""
+
+    def __init__(self, run_dir: str | Path, classes: int = 16, per_class: int = 16) -> None:
+        self.path = Path(run_dir) / "final_state.json"
+        self.classes, self.per_class = classes, per_class
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from centrum.inference import embed_loader
+
+        with preserved_rng():
+            query = trainer.datamodule.splits.query
+            subset = query.subset(snapshot_subset(query.labels, self.classes, self.per_class))
+            emb, _ = embed_loader(pl_module.model, trainer.datamodule.eval_dataloader(subset), pl_module.device)
+        atomic_write_json(
+            self.path,
+            {
+                "weights_sha256": weights_digest(pl_module.model),
+                "images": len(emb),
+                **embedding_spread(emb),
+                "torch_threads": torch.get_num_threads(),
+                "global_step": int(trainer.global_step),
+            },
+        )

@@ -13,7 +13,9 @@ A study file (YAML)::
     seeds: [0, 1, 2]
     metric: dml/map@r                              # the main metric (protocol/metric of results.json)
     compare:
-      - {vary: objective.symm, base: false, treatment: true, metric: dml/map@r, claim: "Symm raises MAP@R"}
+      - {vary: objective.symm, base: false, treatment: true, metric: dml/map@r, claim: "Symm raises MAP@R",
+         min_gain: 0.0, gain_to_detect: 0.01}
+    gain_to_detect: 0.01                           # default for every claim (see below)
     analyses: [curves, synthetic_ratio, tsne, ranked_lists, step_cost]
     quick:                                         # what --quick changes
       seeds: [0, 1]
@@ -21,11 +23,16 @@ A study file (YAML)::
 
 ``grids:`` (a list of grids) instead of ``grid:`` gives the union of several grids' cells (e.g. alpha x beta and
 then top-k). Two cells whose configs are identical share their runs.
+
+A claim's ``min_gain`` is the threshold its gain must clear (default 0: "raises at all"); ``gain_to_detect`` is the
+smallest gain worth finding (e.g. one point of Recall@1, 0.01): for a claim left undecided the report says how many
+paired seeds would detect that gain with power 0.8 at the observed spread (by default: the observed mean gain).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -61,7 +68,16 @@ STUDY_FIELDS = (
     "quick",
     "tsne",
     "description",
+    "gain_to_detect",
 )
+COMPARE_FIELDS = ("vary", "base", "treatment", "metric", "claim", "min_gain", "gain_to_detect", "higher_is_better")
+#: where each dataset that needs a local copy comes from (said when a study's data.root is missing)
+DATA_SOURCES = {
+    "omniglot": "Omniglot is not shipped: get its zips (images_background.zip, ...) from "
+    "github.com/brendenlake/omniglot",
+    "fashion-mnist": "get Fashion-MNIST from github.com/zalandoresearch/fashion-mnist "
+    "(or apt-get install dataset-fashion-mnist)",
+}
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,8 @@ class Comparison:
     claim: str = ""
     min_gain: float = 0.0
     higher_is_better: bool = True
+    #: the smallest gain worth finding; the report's seeds-needed figure is for it (None: the observed gain)
+    gain_to_detect: float | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,52 @@ class Study:
         except ValueError as exc:
             raise ValueError(f"study {self.name!r}, cell {cell.label!r}: {exc}") from exc
 
+    def with_seeds(self, count: int) -> Study:
+        """This study with ``count`` seeds: the file's first ``count``, or all of them followed by the next
+        unused integers (so that runs already trained with the file's seeds are kept and reused)."""
+        if count < 1:
+            raise ValueError(f"--seeds must be at least 1, got {count}")
+        return dataclasses.replace(self, seeds=extended_seeds(self.seeds, count))
+
+    def check_data(self) -> None:
+        """Raise ``FileNotFoundError`` naming the cell, the field and where to get the data when a cell's
+        ``data.root`` does not exist (before anything is created or trained)."""
+        for cell in self.cells():
+            config = self.config(cell, self.seeds[0])
+            dataset = config.data.dataset.lower().replace("_", "-")
+            root = config.data.root
+            if root is None:
+                if dataset in ("fashion-mnist", "fashionmnist", "csv", "folder"):
+                    continue  # Fashion-MNIST has a default place (its reader names it); csv/folder need no check here
+                raise FileNotFoundError(
+                    f"study {self.name!r}, cell {cell.label!r}: data.root is not set for dataset {dataset!r}. "
+                    f"{DATA_SOURCES.get(dataset, 'see docs/data.md for its layout')}; then --set data.root=PATH"
+                )
+            if Path(root).expanduser().exists():
+                continue
+            source = DATA_SOURCES.get(dataset, f"{dataset} is read from a local copy (docs/data.md)")
+            relative = "" if Path(root).is_absolute() else f" (relative to {Path.cwd()})"
+            if any(path == "data.root" for path, _ in cell.overrides):
+                # the cell sets its own root, which a --set (applied to every cell, before the cell's) cannot change
+                how = f"set that cell's data.root in {self.source or 'the study'}"
+            else:
+                how = "point at it with --set data.root=PATH"
+            raise FileNotFoundError(
+                f"study {self.name!r}, cell {cell.label!r}: data.root {root} does not exist{relative}. "
+                f"{source}; then {how}"
+            )
+
+
+def extended_seeds(seeds: list[int], count: int) -> list[int]:
+    """The first ``count`` of ``seeds``, extended past its end by the smallest integers not yet in it."""
+    out = list(seeds[:count])
+    candidate = max(seeds, default=-1) + 1
+    while len(out) < count:
+        if candidate not in out:
+            out.append(candidate)
+        candidate += 1
+    return out
+
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
     """Set a dotted path in nested config data (``objective.symm_options.alpha``), creating mappings."""
@@ -193,6 +257,12 @@ def _parse_grid(grid: Any, where: str) -> dict[str, dict[str, dict[str, Any]]]:
     return axes
 
 
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
 def _parse_overrides(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -206,9 +276,10 @@ def study_from_dict(
 ) -> Study:
     """Parse study data (see the module doc); ``quick`` applies the file's ``quick:`` section, then
     ``extra_overrides`` (``path=value``, values read as YAML: the command line's ``--set``) apply to every cell."""
+    where = f"study file {source}" if source else "study"
     if not isinstance(raw, dict):
-        raise ValueError(f"a study must be a mapping, got {type(raw).__name__}")
-    where = str(source) if source else "study"
+        kind = "a list" if isinstance(raw, list) else f"a single value ({raw!r})"
+        raise ValueError(f"{where} must be a mapping of study fields ({', '.join(STUDY_FIELDS[:4])}, ...), got {kind}")
     unknown = sorted(set(raw) - set(STUDY_FIELDS))
     if unknown:
         raise ValueError(f"{where}: unknown study field(s) {unknown}; valid: {', '.join(STUDY_FIELDS)}")
@@ -269,9 +340,10 @@ def study_from_dict(
     for i, c in enumerate(raw.get("compare") or []):
         if not isinstance(c, dict) or not {"vary", "base", "treatment"} <= set(c):
             raise ValueError(f"{where}: compare[{i}] needs vary, base and treatment, got {c!r}")
-        extra = sorted(set(c) - {"vary", "base", "treatment", "metric", "claim", "min_gain", "higher_is_better"})
+        extra = sorted(set(c) - set(COMPARE_FIELDS))
         if extra:
             raise ValueError(f"{where}: compare[{i}] has unknown field(s) {extra}")
+        detect = c.get("gain_to_detect", raw.get("gain_to_detect"))
         if c["vary"] not in axes:
             raise ValueError(f"{where}: compare[{i}].vary {c['vary']!r} is not a grid axis; axes: {sorted(axes)}")
         comparisons.append(
@@ -281,8 +353,9 @@ def study_from_dict(
                 treatment=value_label(c["treatment"]),
                 metric=str(c.get("metric", metric)),
                 claim=str(c.get("claim", "")),
-                min_gain=float(c.get("min_gain", 0.0)),
+                min_gain=_number(c.get("min_gain", 0.0), f"{where}: compare[{i}].min_gain"),
                 higher_is_better=bool(c.get("higher_is_better", True)),
+                gain_to_detect=None if detect is None else _number(detect, f"{where}: compare[{i}].gain_to_detect"),
             )
         )
     analyses = raw.get("analyses", list(ANALYSES))
@@ -319,7 +392,18 @@ def load_study(path: str | Path, quick: bool = False, extra_overrides: list[str]
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"study file {path} is not valid YAML: {exc}") from exc
+    if raw is None:
+        raise ValueError(f"study file {path} is empty: it needs at least base, grid, seeds and metric (see studies/)")
     return study_from_dict(raw, source=path, quick=quick, extra_overrides=extra_overrides)
 
 
-__all__ = ["ANALYSES", "Cell", "Comparison", "Study", "load_study", "study_from_dict", "value_label"]
+__all__ = [
+    "ANALYSES",
+    "Cell",
+    "Comparison",
+    "Study",
+    "extended_seeds",
+    "load_study",
+    "study_from_dict",
+    "value_label",
+]

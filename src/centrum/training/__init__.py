@@ -3,9 +3,13 @@
 - :mod:`~centrum.training.config`: typed experiment configs (YAML, dotted overrides);
 - :mod:`~centrum.training.objectives`: the CTL objective and the metric-learning objective (± Symm);
 - :mod:`~centrum.training.module`: the Lightning module (Adam with warm-up and step decay, center-loss SGD);
-- :mod:`~centrum.training.run`: run folders, evaluation during training, resume, repeated seeds;
-- :mod:`~centrum.training.checkpoint`: a trained model back with its typed config (embedding itself is
-  :mod:`centrum.inference`, which needs no Lightning).
+- :mod:`~centrum.training.run`: run folders, the trainer, repeated seeds (``train``, ``train_runs``);
+- :mod:`~centrum.training.callbacks`: evaluation during training, the checkpoint writer, the epoch lines;
+- :mod:`~centrum.training.resume`: the checks that make a resume honest, metrics rows across interruptions;
+- :mod:`~centrum.training.preflight`: device, data root and batch checks made before a run folder exists;
+- :mod:`~centrum.training.results`: ``RunResult``, the mean over seeds, the printed results table;
+- :mod:`~centrum.training.checkpoint`: checkpoints written atomically inside the run folder, and a trained model
+  back with its typed config (embedding itself is :mod:`centrum.inference`, which needs no Lightning).
 """
 
 from centrum.training.checkpoint import TrainedModel, load_trained_model

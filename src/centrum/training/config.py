@@ -100,6 +100,9 @@ class OptimizerConfig:
     center_lr: float = 0.5
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainerConfig:
     """Arguments of the Lightning ``Trainer`` that a user changes, plus how often to evaluate and checkpoint."""
@@ -114,6 +117,12 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 50
     log_every_n_steps: int = 10
     limit_train_batches: int | float | None = None
+    #: ``torch.compile`` the model and the objective (the objective as one graph): "off", or a compile mode,
+    #: "default", "reduce-overhead" (CUDA graphs: P x M batches have static shapes), "max-autotune",
+    #: "max-autotune-no-cudagraphs"
+    compile: str = "off"
+    #: channels-last memory format for the CNN backbones ("auto": on CUDA only, where it speeds convolutions)
+    channels_last: str = "auto"
 
 
 @dataclass
@@ -209,6 +218,8 @@ def check_ranges(config: ExperimentConfig) -> ExperimentConfig:
     _check(t.num_nodes >= 1, "trainer.num_nodes", ">= 1 (machines of the DDP job)", t.num_nodes)
     precisions = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64")
     _check(t.precision in precisions, "trainer.precision", f"one of {', '.join(precisions)}", t.precision)
+    _check(t.compile in COMPILE_MODES, "trainer.compile", f"one of {', '.join(COMPILE_MODES)}", t.compile)
+    _check(t.channels_last in ("auto", "on", "off"), "trainer.channels_last", "auto, on or off", t.channels_last)
     _check(t.eval_every >= 0, "trainer.eval_every", ">= 0 (0: only after the last epoch)", t.eval_every)
     _check(
         t.checkpoint_every_n_steps >= 0,
@@ -360,14 +371,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML experiment config, apply command-line overrides, and validate it."""
+    """Read a YAML experiment config, apply command-line overrides, and validate it.
+
+    An empty file (or one of comments only) is an error: training the defaults it would silently mean is
+    never what was asked.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        data = yaml_load(path.read_text()) or {}
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {path} is not a text (UTF-8) file: {exc.reason} at byte {exc.start}") from exc
+    if data is None:
+        raise ValueError(
+            f"config file {path} is empty (no sections): start from a shipped one, e.g. configs/fashion_mnist_ctl.yaml"
+        )
     apply_overrides(data, list(overrides or []))
     try:
         return config_from_dict(data)

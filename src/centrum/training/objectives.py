@@ -21,10 +21,31 @@ from centrum.losses.distributed import GatherAcrossRanks
 
 
 def loss_statistics(loss: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """A loss's ``last_stats`` (every centrum loss reports its per-call statistics there) as loggable
-    0-d tensors named ``prefix + name``; nothing for a module without statistics."""
-    stats = getattr(loss, "last_stats", None) or {}
-    return {f"{prefix}{name}": torch.tensor(float(value)) for name, value in stats.items()}
+    """A loss's per-call statistics (every centrum loss records them, :attr:`~centrum.losses.ReportsStats.
+    last_stats_tensors`) as loggable 0-d tensors named ``prefix + name``, left on their device: reading them
+    does not make the host wait. Nothing for a module without statistics."""
+    stats = getattr(loss, "last_stats_tensors", None) or {}
+    return {
+        f"{prefix}{name}": value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        for name, value in stats.items()
+    }
+
+
+def _check_layout(batch_layout: tuple[int, int] | None) -> tuple[int, int] | None:
+    if batch_layout is None:
+        return None
+    p, m = (int(v) for v in batch_layout)
+    if p < 1 or m < 1:
+        raise ValueError(f"batch_layout must be (P classes, M samples per class) >= 1, got {batch_layout}")
+    return p, m
+
+
+def _layout_options(batch_layout: tuple[int, int] | None, labels: torch.Tensor) -> dict[str, int]:
+    """``samples_per_class`` for a batch that has the P x M sampler's full size (so its class-major blocks); none
+    for a shorter one (images skipped as unreadable), whose layout the losses read off the labels."""
+    if batch_layout is not None and labels.shape[0] == batch_layout[0] * batch_layout[1]:
+        return {"samples_per_class": batch_layout[1]}
+    return {}
 
 
 class CTLObjective(nn.Module):
@@ -39,6 +60,11 @@ class CTLObjective(nn.Module):
     centroid triplet) on the embeddings and labels of every rank
     (:class:`~centrum.losses.distributed.GatherAcrossRanks`); cross-entropy and center loss are per-sample
     and stay local. With one process it is the plain loss.
+
+    ``batch_layout=(P, M)``: batches come from the P x M sampler (class-major blocks), which the batch losses
+    then use instead of reading the class layout off the labels (see ``samples_per_class`` of the losses): with
+    it, the objective never makes the host wait on the device and compiles whole (``torch.compile(...,
+    fullgraph=True)``).
     """
 
     def __init__(
@@ -52,8 +78,10 @@ class CTLObjective(nn.Module):
         centroid_margin: float = 0.5,
         centroid_variant: str = "paper",
         gather_across_ranks: bool = False,
+        batch_layout: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        self.batch_layout = _check_layout(batch_layout)
         if num_classes < 2:
             raise ValueError(f"the CTL objective needs at least 2 training classes, got {num_classes}")
         self.cross_entropy = CrossEntropyLabelSmooth(num_classes, epsilon=label_smoothing)
@@ -74,16 +102,17 @@ class CTLObjective(nn.Module):
         if outputs.get("logits") is None:
             raise ValueError("the CTL objective needs classifier logits: build the model with num_classes")
         raw = outputs["raw"]
+        layout = _layout_options(self.batch_layout, labels)
         terms = {
             "cross_entropy": self.cross_entropy(outputs["logits"], labels),
-            "triplet": self.triplet(raw, labels),
+            "triplet": self.triplet(raw, labels, **layout),
         }
         total = terms["cross_entropy"] + terms["triplet"]
         if self.center_loss is not None:
             terms["center"] = self.center_loss(raw, labels)
             total = total + self.center_weight * terms["center"]
         if self.centroid_triplet is not None:
-            terms["centroid_triplet"] = self.centroid_triplet(raw, labels)
+            terms["centroid_triplet"] = self.centroid_triplet(raw, labels, **layout)
             total = total + self.centroid_weight * terms["centroid_triplet"]
         terms["loss"] = total
         for name in list(terms):  # every term's statistics, the same way whatever the loss
@@ -103,6 +132,7 @@ class MetricObjective(nn.Module):
 
     ``gather_across_ranks=True`` computes the loss (Symm included) on the embeddings and labels of every rank
     (:class:`~centrum.losses.distributed.GatherAcrossRanks`); with one process it is the plain loss.
+    ``batch_layout=(P, M)``: as in :class:`CTLObjective`.
     """
 
     def __init__(
@@ -112,14 +142,16 @@ class MetricObjective(nn.Module):
         symm: bool = False,
         symm_options: dict | None = None,
         gather_across_ranks: bool = False,
+        batch_layout: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        self.batch_layout = _check_layout(batch_layout)
         self.loss = build_loss(loss, symm=symm, symm_options=symm_options, **(loss_options or {}))
         if gather_across_ranks:
             self.loss = GatherAcrossRanks(self.loss)
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss on the embedding ``outputs["raw"]``, plus the loss's statistics."""
-        terms = {"loss": self.loss(outputs["raw"], labels)}
+        terms = {"loss": self.loss(outputs["raw"], labels, **_layout_options(self.batch_layout, labels))}
         terms.update(loss_statistics(self.loss))
         return terms

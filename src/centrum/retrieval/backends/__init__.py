@@ -37,7 +37,8 @@ def open_backend(
     ``options`` by backend: faiss-ivfpq ``nlist``, ``nprobe``, ``pq_m``, ``pq_bits``, ``train_size``;
     faiss-hnsw ``hnsw_m``, ``ef_construction``, ``ef_search``; qdrant ``path`` (local folder) or ``url`` and
     ``api_key`` (server) or ``location``, ``collection`` (default ``centrum_images`` / ``centrum_centroids``),
-    and for images ``exact``, ``hnsw_ef``.
+    and for images ``exact``, ``hnsw_ef``; ``create=False`` reopens an existing Qdrant collection (a missing
+    folder or collection is then an error, not a new empty index).
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown index backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")

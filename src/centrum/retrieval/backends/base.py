@@ -6,7 +6,7 @@ the embeddings enrolled under its label). Every backend reports distances in the
 engine computes internally: ``cosine`` = 1 - cos (vectors L2-normalised), ``euclidean`` = L2 distance,
 ``dot`` = minus the inner product; smaller is closer.
 
-The re-identification rule (protocols.md: a gallery entry with the query's identity *and* the query's camera is
+The re-identification rule (a gallery entry with the query's identity *and* the query's camera is
 not a valid match) is a search option: pass ``query_labels`` and ``query_cameras`` and those entries are
 excluded before the top-k is taken, so k valid entries come back whenever k exist.
 """

@@ -16,8 +16,10 @@ the touched classes, updates their running means and writes them back: one write
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -51,9 +53,36 @@ def import_qdrant():
     return QdrantClient, models
 
 
-def qdrant_client(path=None, url: str | None = None, api_key: str | None = None, location: str | None = None):
+class QdrantFolderInUseError(ValueError):
+    """A local Qdrant folder that another process holds open (Qdrant's local mode is one process at a time)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = pathlib.Path(folder)
+        super().__init__(
+            f"qdrant folder {self.folder} is in use by another process: Qdrant's local mode (a --qdrant-path "
+            "folder) is one process at a time; stop the other process (a centrum serve, index build or index "
+            "search on this folder), or run a Qdrant server and use --qdrant-url to share the index"
+        )
+
+
+META_FILE = "meta.json"  # qdrant-client's local mode: the folder's table of collections
+
+
+def qdrant_client(
+    path=None,
+    url: str | None = None,
+    api_key: str | None = None,
+    location: str | None = None,
+    *,
+    create: bool = True,
+):
     """A client for a local folder (``path``, shared per folder in this process), a server (``url``,
-    ``api_key``) or ``location`` (e.g. ``":memory:"``); exactly one of path, url, location."""
+    ``api_key``) or ``location`` (e.g. ``":memory:"``); exactly one of path, url, location.
+
+    A local folder is created when missing unless ``create=False`` (reopening an index: a missing folder, or
+    one without Qdrant's ``meta.json``, is then a ``FileNotFoundError`` naming it, and nothing is created).
+    A folder another process holds is a :class:`QdrantFolderInUseError`; a damaged one a ``ValueError`` naming it.
+    """
     QdrantClient, _ = import_qdrant()
     given = [name for name, value in (("path", path), ("url", url), ("location", location)) if value is not None]
     if len(given) != 1:
@@ -62,11 +91,54 @@ def qdrant_client(path=None, url: str | None = None, api_key: str | None = None,
         return QdrantClient(url=url, api_key=api_key)
     if location is not None:
         return QdrantClient(location=location)
-    key = str(pathlib.Path(path).resolve())
+    folder = pathlib.Path(path).expanduser().resolve()
+    key = str(folder)
     client = _LOCAL_CLIENTS.get(key)
     if client is None:
-        client = _LOCAL_CLIENTS[key] = QdrantClient(path=key)
+        if not create:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"qdrant folder {folder} does not exist (it was moved or deleted)")
+            if not (folder / META_FILE).is_file():
+                raise FileNotFoundError(
+                    f"qdrant folder {folder} holds no Qdrant data: {folder / META_FILE} does not exist"
+                )
+        elif folder.exists() and not folder.is_dir():
+            raise ValueError(f"qdrant folder {folder} exists and is not a folder")
+        client = _LOCAL_CLIENTS[key] = _open_local(QdrantClient, folder)
     return client
+
+
+def _open_local(QdrantClient, folder: pathlib.Path):
+    """``QdrantClient(path=folder)`` with its failures in words: the folder locked by another process, a
+    damaged ``meta.json``, damaged collection files."""
+    import json
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a failed open warns again from the client's __del__
+            return QdrantClient(path=str(folder))
+    except RuntimeError as exc:
+        if "already accessed by another instance" in str(exc):
+            raise QdrantFolderInUseError(folder) from None
+        raise ValueError(f"qdrant folder {folder} cannot be opened: {_first_line(exc)}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"qdrant folder {folder} is damaged: {folder / META_FILE} is not valid JSON "
+            f"({exc.msg} at line {exc.lineno} column {exc.colno}); restore the folder or build the index again"
+        ) from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a damaged store fails in many ways (KeyError, pydantic, sqlite3, pickle)
+        raise ValueError(
+            f"qdrant folder {folder} is damaged and cannot be opened ({type(exc).__name__}: {_first_line(exc)}); "
+            "restore the folder or build the index again"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def close_local(path) -> None:
@@ -76,6 +148,18 @@ def close_local(path) -> None:
         client.close()
 
 
+@contextlib.contextmanager
+def qdrant_errors(where: str) -> Iterator[None]:
+    """Turn a Qdrant server's connection or response error into a one-line ``ValueError`` naming ``where``."""
+    try:
+        yield
+    except Exception as exc:
+        module = type(exc).__module__ or ""
+        if not module.startswith(("qdrant_client", "httpx", "httpcore", "grpc")):
+            raise
+        raise ValueError(f"qdrant at {where}: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
 def _distance(models, metric: str):
     return {"cosine": models.Distance.COSINE, "euclidean": models.Distance.EUCLID, "dot": models.Distance.DOT}[metric]
 
@@ -83,16 +167,23 @@ def _distance(models, metric: str):
 class _QdrantCollection:
     """Shared set-up: open or create a collection and check its vector size and distance."""
 
-    def __init__(self, dim, metric, collection, path, url, api_key, location, client) -> None:
+    def __init__(self, dim, metric, collection, path, url, api_key, location, client, create=True) -> None:
         self.dim = int(dim)
         self.metric = check_metric(metric)
         self.collection = str(collection)
         _, self.models = import_qdrant()
-        self.client = client if client is not None else qdrant_client(path, url, api_key, location)
+        self.client = client if client is not None else qdrant_client(path, url, api_key, location, create=create)
         self.local = url is None and client is None
         self.path = path
+        self.create = bool(create)
+        self.where = f"folder {path}" if path is not None else (url or location or "the given client")
 
     def _check_or_create(self, vectors_config, size_of) -> None:
+        if not self.create and not self.client.collection_exists(self.collection):
+            raise ValueError(
+                f"qdrant {self.where} holds no collection {self.collection!r}: it was deleted or replaced since "
+                "the index was built"
+            )
         if self.client.collection_exists(self.collection):
             info = self.client.get_collection(self.collection)
             size, distance = size_of(info.config.params.vectors)
@@ -136,7 +227,8 @@ class QdrantImageIndex(_QdrantCollection):
     """Per-image search on a Qdrant collection (payload: label, camera, path; point id = entry id).
 
     ``exact=True`` asks a server for brute-force search (local mode is always exact); otherwise the
-    server's HNSW with ``hnsw_ef`` candidates.
+    server's HNSW with ``hnsw_ef`` candidates. ``create=False`` opens an existing collection only: a missing
+    folder or collection is an error instead of a new, empty index.
     """
 
     backend = "qdrant"
@@ -155,8 +247,9 @@ class QdrantImageIndex(_QdrantCollection):
         client=None,
         exact: bool = False,
         hnsw_ef: int | None = None,
+        create: bool = True,
     ) -> None:
-        super().__init__(dim, metric, collection, path, url, api_key, location, client)
+        super().__init__(dim, metric, collection, path, url, api_key, location, client, create)
         m = self.models
         self._check_or_create(
             m.VectorParams(size=self.dim, distance=_distance(m, self.metric)), lambda v: (v.size, v.distance)
@@ -289,7 +382,8 @@ class QdrantImageIndex(_QdrantCollection):
 
 
 class QdrantCentroidStore(_QdrantCollection):
-    """Class centroids as their own Qdrant collection (point id = label), updated as a running mean."""
+    """Class centroids as their own Qdrant collection (point id = label), updated as a running mean.
+    ``create=False`` opens an existing collection only (see :class:`QdrantImageIndex`)."""
 
     backend = "qdrant"
     kind = "centroid"
@@ -305,8 +399,9 @@ class QdrantCentroidStore(_QdrantCollection):
         api_key: str | None = None,
         location: str | None = None,
         client=None,
+        create: bool = True,
     ) -> None:
-        super().__init__(dim, metric, collection, path, url, api_key, location, client)
+        super().__init__(dim, metric, collection, path, url, api_key, location, client, create)
         m = self.models
         config = {
             "centroid": m.VectorParams(size=self.dim, distance=_distance(m, self.metric)),

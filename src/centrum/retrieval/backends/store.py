@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from centrum.io import atomic_write_json, save_npz
+from centrum.io import DamagedFileError, atomic_write_json, read_npz, save_npz
 
 HEADER_FILE = "backend.json"
 ARRAYS_FILE = "backend.npz"
@@ -33,8 +33,10 @@ def read_header(directory: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"no saved index backend at {directory}: {path} does not exist")
     try:
         header = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is damaged: it is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is damaged: it holds no JSON object")
     if header.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has format version {header.get('format_version')!r}; expected {FORMAT_VERSION}")
     return header
@@ -51,6 +53,8 @@ def read_backend_files(directory: str | os.PathLike, backend: str, kind: str) ->
     path = pathlib.Path(directory) / ARRAYS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"index at {directory} is incomplete: {path} does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+    try:
+        arrays = read_npz(path)
+    except DamagedFileError as exc:
+        raise ValueError(f"index at {directory} is damaged: {path} is not readable: {exc.reason}") from exc
     return header, arrays
