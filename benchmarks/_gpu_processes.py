@@ -146,7 +146,8 @@ def train_cli(ctx: Context, result: SectionResult) -> None:
     batch = geometry["p"] * geometry["m"]
     # the first epoch carries start-up (worker start, cudnn and allocator warm-up), the last the final evaluation
     steady = epoch_times[1:-1] or epoch_times[:1]
-    per_epoch_rate = per_epoch * batch / statistics.median(steady)
+    # an epoch line prints tenths of a second: a tiny (--quick) epoch can read 0.0 s
+    per_epoch_rate = per_epoch * batch / max(statistics.median(steady), 0.05)
     in_epoch_rate = steady_rate(tensorboard_step_times(run), per_epoch, total_epochs, batch)
     images_per_s = in_epoch_rate or per_epoch_rate
     bare = bare_images_per_second(ctx, precision)

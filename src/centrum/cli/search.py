@@ -68,49 +68,13 @@ def draw_ranked_lists(
     matches: list[list[tuple[str, int, float]]],
     names: dict[int, str],
     out: Path,
-) -> Path:
-    """One row per query: the query, then its matches captioned with class name and distance. Matches are
-    framed green (same class as the query) or red only when the query has a class; unreadable images are
-    drawn as placeholders naming their path."""
-    import matplotlib
+) -> list[Path]:
+    """Pages of ranked lists (:func:`centrum.reports.plot_search_results`): one row per query, labelled with its
+    file name, its matches captioned with class name and distance, framed green / red when the query has a class;
+    unreadable images are drawn as placeholders naming their path. Returns the files written."""
+    from centrum.reports import plot_search_results
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from centrum.io import save_figure
-
-    rows, k = len(query_paths), max(1, max(len(m) for m in matches))
-    fig, axes = plt.subplots(rows, k + 1, figsize=(1.5 * (k + 1), 1.7 * rows), squeeze=False)
-    for r in range(rows):
-        labelled = query_labels[r] != -1
-        ax = axes[r, 0]
-        ax.imshow(load_or_placeholder(query_paths[r]))
-        caption = _inputs.class_name(query_labels[r], names) if query_labels[r] >= 0 else "(no class)"
-        if query_labels[r] < -1:
-            caption = "(class not in index)"
-        ax.set_title(f"query\n{caption}", fontsize=7)
-        for j in range(k):
-            ax = axes[r, j + 1]
-            if j >= len(matches[r]):
-                ax.axis("off")
-                continue
-            path, label, distance = matches[r][j]
-            ax.imshow(load_or_placeholder(path))
-            color = "black"
-            if labelled:
-                color = "green" if label == query_labels[r] else "red"
-            ax.set_title(f"{_inputs.class_name(label, names)}\n{distance:.2f}", fontsize=7, color=color)
-            for spine in ax.spines.values():
-                spine.set_edgecolor(color)
-                spine.set_linewidth(3 if labelled else 1)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    try:
-        return save_figure(fig, out, dpi=110)
-    finally:
-        plt.close(fig)
+    return plot_search_results(query_paths, list(query_labels), matches, names, out, load=load_or_placeholder)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,6 +143,6 @@ def _run(args: argparse.Namespace, index, device) -> int:
             f"\ntop-1 class accuracy: {100 * float(np.mean(correct)):.2f} % over {int(labelled.sum())} labelled queries"
         )
     if args.picture is not None:
-        draw_ranked_lists(list(queries.paths), labels, matches, names, args.picture)
-        print(f"\nranked list saved to {args.picture}")
+        pages = draw_ranked_lists(list(queries.paths), labels, matches, names, args.picture)
+        print(f"\nranked lists saved to {', '.join(map(str, pages))}")
     return 0

@@ -135,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides.append(f"trainer.accelerator={args.device}")
     config = load_config(resolve_config(args.config), overrides)
+    from centrum.threads import configure_threads
+
+    configure_threads(config.data.num_workers)  # holds up on a shared machine; CENTRUM_THREADS overrides it
     out = args.out or Path("runs") / config.name
     try:
         results = train_runs(config, out, runs=args.runs, resume=args.resume, progress=args.progress)

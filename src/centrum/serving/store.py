@@ -528,7 +528,7 @@ class IndexStore:
                 must_compact = True
             else:
                 self._load_snapshot(snapshot, header, arrays)
-        elif (self.folder / "index.npz").is_file():
+        elif self._holds_built_index():
             self._import_built_index()
         for _, record in scan.records:
             if int(record["seq"]) > self._seq:
@@ -574,7 +574,7 @@ class IndexStore:
             )
         aside = snapshot.with_name(f"{SNAPSHOT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(snapshot, aside)
-        if (self.folder / "index.npz").is_file():
+        if self._holds_built_index():
             self._import_built_index()  # the writes since the start were made on top of it
         self._report(f"{exc}: rebuilt from the journal, which holds every write since the start; set aside as {aside}")
 
@@ -598,17 +598,29 @@ class IndexStore:
         self._next_id = max(self._next_id, int(header["next_id"]))
         self._seq = self._snapshot_seq = int(header["seq"])
 
+    def _holds_built_index(self) -> bool:
+        from centrum.retrieval import is_index_folder
+
+        return is_index_folder(self.folder)
+
     def _import_built_index(self) -> None:
-        """Take over an index written by ``centrum index build`` (per-image, with labels, paths and the class
-        names it stores; a label without a stored name is shown as its number)."""
+        """Take over an index written by ``centrum index build``, in the built-in format or on a backend (torch,
+        faiss-flat/hnsw, Qdrant): per-image, with labels, paths and the class names it stores (a label without a
+        stored name is shown as its number)."""
         from centrum.retrieval import load_index
 
         built = load_index(self.folder)
-        if not isinstance(built, EmbeddingIndex):
-            raise ValueError(f"{self.folder}/index.npz is a centroid index; the service needs a per-image index")
+        if getattr(built, "kind", None) == "centroid":
+            raise ValueError(f"{self.folder} holds a centroid index; the service needs a per-image index")
         if built.dim != self.dim:
             raise ValueError(f"index {self.folder} holds {built.dim}-d embeddings but the model gives {self.dim}-d")
-        vectors, labels, paths = built.vectors.numpy(), built.labels, built.paths
+        if isinstance(built, EmbeddingIndex):
+            vectors, labels, paths = built.vectors.numpy(), built.labels, built.paths
+        else:  # a backend folder: its entries, read out once (the service keeps its own copy from now on)
+            try:
+                vectors, labels, paths = built.entries()
+            finally:
+                built.close()
         stored_names = getattr(built, "class_names", {}) or {}
         for label in np.unique(labels):
             rows = np.flatnonzero(labels == label)

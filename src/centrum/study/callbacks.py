@@ -10,13 +10,10 @@ were, and a run with and without the analyses ends with bit-identical weights.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import random
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +23,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from centrum.io import atomic_write_json, save_npz
+from centrum.rng import preserved_rng
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-@contextlib.contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Run the body and then put every global random stream back where it was: Python's ``random``, NumPy's
-    legacy global generator, torch's CPU generator and every CUDA device's. Iterating a ``DataLoader`` alone
-    draws its base seed from torch's CPU stream, so an evaluation or snapshot would otherwise shift every later
-    augmentation and batch of the run."""
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 _STATUS = Path("/proc/self/status")

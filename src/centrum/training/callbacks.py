@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from centrum.inference import evaluate_model
+from centrum.rng import preserved_rng
 from centrum.training.checkpoint import save_checkpoint_atomically
 from centrum.training.datamodule import RetrievalDataModule
 
@@ -66,7 +67,8 @@ class EvaluateDuringTraining(Callback):
         periodic = self.every > 0 and epoch % self.every == 0
         if not trainer.is_global_zero or not (periodic or last):
             return
-        metrics = self.evaluate(pl_module.model, pl_module.device, epoch)
+        with preserved_rng():  # evaluating must not move the random streams training draws from next
+            metrics = self.evaluate(pl_module.model, pl_module.device, epoch)
         for key, value in flatten_metrics(metrics).items():
             pl_module.log(f"eval/{key}", value, rank_zero_only=True)
 

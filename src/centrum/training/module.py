@@ -213,6 +213,8 @@ class RetrievalModule(L.LightningModule):
         if self._skipped_steps is not None:
             self.log("train/skipped_steps_epoch", float(self._skipped_steps), on_step=False, on_epoch=True)
         self.epoch_sums, self.epoch_images = {}, 0  # the epoch-end checkpoint starts the next epoch afresh
+        # the rate this epoch trained with (train/lr below is the next epoch's, logged after the step)
+        self.log("train/lr_epoch", self._optimizer_list()[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
         schedulers = self.lr_schedulers()
         for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
             sched.step()

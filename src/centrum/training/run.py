@@ -37,12 +37,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from centrum.data import DatasetSplits
 from centrum.inference import DEFAULT_PROTOCOLS
 from centrum.io import atomic_write_json, atomic_write_text
+from centrum.rng import preserved_rng
 from centrum.training.callbacks import (
     EpochClock,
     EpochLines,
@@ -57,6 +58,7 @@ from centrum.training.checkpoint import (
     is_disk_full,
     save_checkpoint_atomically,
 )
+from centrum.training.collapse import EmbeddingSpreadMonitor
 from centrum.training.config import ExperimentConfig
 from centrum.training.datamodule import RetrievalDataModule
 from centrum.training.module import RetrievalModule
@@ -246,6 +248,10 @@ def _fit_and_evaluate(
     writer = RunCheckpoint(run_dir / "checkpoints" / "last.ckpt", tcfg.checkpoint_every_n_steps, datamodule)
     # the evaluator runs before the module's epoch end (the lr step) and the writer after both
     extra: list[Callback] = [EpochLines()] if mode == "plain" else []
+    if mode == "bar":  # the bar reads the logged values (a device sync) only as often as the logs are written
+        extra.append(TQDMProgressBar(refresh_rate=max(1, tcfg.log_every_n_steps)))
+    if not any(isinstance(c, EmbeddingSpreadMonitor) for c in callbacks or []):
+        extra.append(EmbeddingSpreadMonitor(seed=config.seed))  # warns when the embeddings collapse
     with _quiet_lightning():
         trainer = L.Trainer(
             default_root_dir=str(run_dir),
@@ -288,7 +294,7 @@ def _fit_and_evaluate(
     max_epochs = tcfg.max_epochs
     if trainer.is_global_zero and (not evaluator.history or evaluator.history[-1][0] != max_epochs):
         # the final evaluation did not complete (interrupted or failed): run it now, on the final weights
-        with _quiet_lightning():
+        with _quiet_lightning(), preserved_rng():
             metrics = evaluator.evaluate(module.model, module.device, max_epochs)
         if mode == "plain":
             print(f"  evaluation: {main_figures(metrics)}", flush=True)
