@@ -15,6 +15,7 @@ import torch
 import training as training_bench  # benchmarks/training.py: the step timings and workloads
 from _gpu_common import Context, SectionResult, first_line
 from centrum.losses import build_loss
+from centrum.validation import trusted_inputs
 from evaluation import clustered, reid_sets  # benchmarks/evaluation.py: the synthetic embeddings
 
 # The five pair losses as build_loss names them; triplet with batch-hard mining, as in the Symm protocol.
@@ -42,13 +43,27 @@ def _sync(ctx: Context) -> None:
     training_bench.sync(torch.device(ctx.device))
 
 
-def pair_loss(name: str, candidates: str | None) -> torch.nn.Module:
+class _TrainingCall(torch.nn.Module):
+    """A batch loss called as the training step calls it: told the P x M layout, value checks off."""
+
+    def __init__(self, loss: torch.nn.Module, samples_per_class: int) -> None:
+        super().__init__()
+        self.loss, self.samples_per_class = loss, samples_per_class
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with trusted_inputs():
+            return self.loss(x, y, samples_per_class=self.samples_per_class)
+
+
+def pair_loss(name: str, candidates: str | None, samples_per_class: int = 2) -> torch.nn.Module:
     """The pair loss ``name`` through the public ``build_loss``, wrapped in Symm (``candidates`` = anchor or
-    pair) unless ``candidates`` is None."""
+    pair) unless ``candidates`` is None, called on class-major P x M batches as in training."""
     options = PAIR_LOSSES[name]
     if candidates is None:
-        return build_loss(name, **options)
-    return build_loss(name, symm=True, symm_options={"candidates": candidates}, **options)
+        loss = build_loss(name, **options)
+    else:
+        loss = build_loss(name, symm=True, symm_options={"candidates": candidates}, **options)
+    return _TrainingCall(loss, samples_per_class)
 
 
 def loss_times(fn: Callable, x: torch.Tensor, y: torch.Tensor, ctx: Context, repeats: int) -> tuple[float, float]:
@@ -130,7 +145,7 @@ def losses(ctx: Context, result: SectionResult) -> None:
                 row["met"] = "skipped: out of time"
                 continue
             try:
-                module = pair_loss(name, candidates)
+                module = pair_loss(name, candidates, M)
                 fwd, fwd_bwd = loss_times(module, x, y, ctx, repeats)
                 row.update(eager_fwd_ms=_ms(fwd), eager_fwd_bwd_ms=_ms(fwd_bwd))
             except Exception as exc:  # one loss failing must not hide the others

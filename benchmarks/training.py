@@ -29,6 +29,7 @@ import torch
 from centrum.losses import SymmetricalSynthesis, TripletMarginLoss
 from centrum.models import build_model
 from centrum.training.objectives import CTLObjective
+from centrum.validation import trusted_inputs
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BACKBONE_NAMES = {"resnet50": "ResNet-50", "googlenet": "GoogLeNet", "small_cnn": "small CNN"}
@@ -83,7 +84,7 @@ def make_step(
     if precision not in AUTOCAST_DTYPES:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dtype = AUTOCAST_DTYPES[precision]
-    adam = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-4, fused=True)  # as the training step
     sgd = torch.optim.SGD(list(extra_params), lr=0.5) if extra_params else None
     device_type = images.device.type
     scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
@@ -95,7 +96,8 @@ def make_step(
             sgd.zero_grad(set_to_none=True)
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(images)
-            loss = loss_fn(out, labels)
+            with trusted_inputs():  # as the training step: value checks ran where the batch entered
+                loss = loss_fn(out, labels)
         scaler.scale(loss).backward()
         scaler.step(adam)
         if sgd is not None:
@@ -150,7 +152,7 @@ def ctl_workload(
     labels = torch.arange(p, device=device).repeat_interleave(m)
     model = build_model(backbone, num_classes=classes, last_stride=1).to(device).train()
     model, images = _on_device(model, images, channels_last)
-    objective = CTLObjective(classes, model.feature_dim).to(device)
+    objective = CTLObjective(classes, model.feature_dim, batch_layout=(p, m)).to(device)
     return Workload(
         name=f"{BACKBONE_NAMES.get(backbone, backbone)} {p}x{m} {size[0]}x{size[1]}: CTL",
         model=model,
@@ -182,8 +184,8 @@ def symm_workload(
         model=model,
         images=images,
         labels=labels,
-        bare_loss=lambda out, y: triplet(out["raw"], y),
-        recipe_loss=lambda out, y: symm(out["raw"], y),
+        bare_loss=lambda out, y: triplet(out["raw"], y, samples_per_class=m),
+        recipe_loss=lambda out, y: symm(out["raw"], y, samples_per_class=m),
     )
 
 
