@@ -85,6 +85,11 @@ class GatherAcrossRanks(nn.Module):
         :attr:`~centrum.losses.ReportsStats.last_stats_tensors`)."""
         return dict(getattr(self.loss, "last_stats_tensors", {}) or {})
 
+    @property
+    def last_backward_stats(self) -> dict[str, Any]:
+        """The wrapped loss's statistics of its last backward pass (empty if it reports none)."""
+        return dict(getattr(self.loss, "last_backward_stats", {}) or {})
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, **options: Any) -> torch.Tensor:
         """The wrapped loss of all ranks' batches together; a scalar tensor. ``options`` go to the wrapped loss
         as they are (``samples_per_class`` holds for the concatenation too: the ranks' P x M batches are

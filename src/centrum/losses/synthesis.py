@@ -300,6 +300,22 @@ class _GramBank:
         return first + c2u * c1v * gram(i2u, i1v) + c2u * c2v * gram(i2u, i2v)
 
 
+class _WatchedNegatives:
+    """The last call's chosen negatives, as the gradient watch sees them (for tests): values, mask, synthetic."""
+
+    def __init__(self, values: torch.Tensor, chosen, synthetic) -> None:
+        self.values = values
+        self._chosen, self._synthetic = chosen, synthetic
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self._chosen() if callable(self._chosen) else self._chosen
+
+    @property
+    def is_synthetic(self) -> torch.Tensor:
+        return self._synthetic() if callable(self._synthetic) else self._synthetic
+
+
 class SymmetricalSynthesis(ReportsStats, nn.Module):
     """Wrap a pair-based loss so that its negatives are mined among original and synthetic points.
 
@@ -430,6 +446,12 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         negatives = Negatives(values, valid, index, inner, synthetic)
         loss = base.loss_from_negatives(x, mat, lab, negatives)
         anchor_rows = base.anchor_rows
+        if getattr(base, "uses_candidate_inner", False):  # angular reads its negatives through their inner products
+            self._watch_gradient(
+                inner, lambda: valid & anchor_rows(lab).unsqueeze(1), synthetic, pick=lambda g: g.gather(1, index)
+            )
+        else:
+            self._watch_gradient(values, lambda: valid & anchor_rows(lab).unsqueeze(1), synthetic)
         self.record_stats_lazily(
             lambda: self._statistics(valid & anchor_rows(lab).unsqueeze(1), synthetic, bank.size - N, bank.size)
         )
@@ -458,6 +480,7 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         synthetic = index >= N
         loss = base.loss_from_negatives(x, mat, lab, Negatives(values, valid, index, None, synthetic))
         anchor_rows = base.anchor_rows
+        self._watch_gradient(values, lambda: valid & anchor_rows(lab).unsqueeze(1), synthetic)
         self.record_stats_lazily(
             lambda: self._statistics(valid & anchor_rows(lab).unsqueeze(1), synthetic, layout.size - N, layout.size)
         )
@@ -531,6 +554,12 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
             )
         logits = base.official_logits(prods)
         best, which = logits.max(dim=0)
+        self._watch_gradient(
+            best,
+            lambda: ~torch.eye(n, dtype=torch.bool, device=x.device),
+            lambda: torch.stack([torch.full((), i >= 2 or j >= 2, device=x.device)
+                                 for i, j in base.official_combinations])[which],
+        )  # fmt: skip
         loss = F.cross_entropy(best, torch.arange(n, device=x.device)) + base.official_regularizer(prods)
         with torch.no_grad():
             combos = base.official_combinations
@@ -541,6 +570,39 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
             synthetic = involves_synth[which]
         self.record_stats_lazily(lambda: self._statistics(off_diag, synthetic, 2 * n, 4 * n))
         return loss
+
+    @property
+    def last_backward_stats(self) -> dict[str, torch.Tensor]:
+        """What the last backward pass showed of the last call's chosen negatives (empty before one, and for calls
+        inside ``torch.compile``, which takes no tensor hooks): ``active_synthetic_ratio``, the share of the
+        *active* negatives (those whose value received a non-zero gradient, i.e. that moved the embedding) that
+        were synthetic, beside ``synthetic_ratio``'s share of the chosen ones; and the counts. A negative beyond
+        the contrastive margin, or not the hardest for batch-hard triplet, is chosen but inactive. 0-d tensors
+        on the loss's device."""
+        return dict(getattr(self, "_backward_stats", {}))
+
+    def _watch_gradient(self, values: torch.Tensor, chosen, synthetic, pick=None) -> None:
+        """Record :attr:`last_backward_stats` when the gradient of ``values`` (the chosen negatives' values, or a
+        tensor ``pick`` maps to them) arrives; ``chosen`` and ``synthetic`` (masks of their shape, or functions
+        giving them) say which entries are negatives and which are synthetic."""
+        self._backward_stats = {}
+        if not values.requires_grad or torch.compiler.is_compiling():
+            return
+        self._last_negatives_for_test = _WatchedNegatives(values, chosen, synthetic)
+
+        def capture(grad: torch.Tensor) -> None:
+            with torch.no_grad():
+                grad = pick(grad) if pick is not None else grad
+                is_synthetic = synthetic() if callable(synthetic) else synthetic
+                active = (chosen() if callable(chosen) else chosen) & (grad != 0)
+                n_active, n_synthetic = active.sum(), (active & is_synthetic).sum()
+                self._backward_stats = {
+                    "active_synthetic_ratio": n_synthetic / n_active.clamp_min(1),
+                    "num_active_negatives": n_active,
+                    "num_active_synthetic_negatives": n_synthetic,
+                }
+
+        values.register_hook(capture)
 
     @staticmethod
     def _statistics(chosen: torch.Tensor, synthetic: torch.Tensor, n_synthetic_points: int, n_candidates: int):

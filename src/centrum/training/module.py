@@ -181,6 +181,9 @@ class RetrievalModule(L.LightningModule):
         for p in self._center_parameters():
             p.grad = None
         self.manual_backward(terms["loss"])
+        backward_statistics = getattr(self.objective, "backward_statistics", None)
+        if backward_statistics is not None:  # what the gradient showed (Symm: the active negatives)
+            terms.update(backward_statistics())
         self._center_sgd_step()  # before Adam's step, which may update the AMP loss scale
         scaler = self._loss_scaler()
         scale_before = scaler._scale.clone() if scaler is not None and scaler._scale is not None else None

@@ -150,6 +150,12 @@ class MetricObjective(nn.Module):
         if gather_across_ranks:
             self.loss = GatherAcrossRanks(self.loss)
 
+    def backward_statistics(self) -> dict[str, torch.Tensor]:
+        """The loss's statistics of the last backward pass (Symm: the share of *active* negatives that were
+        synthetic), as 0-d tensors; read after ``backward()``."""
+        stats = getattr(self.loss, "last_backward_stats", None) or {}
+        return {name: value.detach() for name, value in stats.items()}
+
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss on the embedding ``outputs["raw"]``, plus the loss's statistics."""
         terms = {"loss": self.loss(outputs["raw"], labels, **_layout_options(self.batch_layout, labels))}
