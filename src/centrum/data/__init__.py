@@ -7,10 +7,13 @@
 - :class:`ImageDataset` decodes and transforms images, failing on or skipping unreadable ones.
 - :class:`PKSampler` yields batches of P classes x M images.
 - :func:`build_transform` gives the "reid" (strong baseline / CTL) and "dml" (Symmetrical Synthesis)
-  training and test transforms.
+  training and test transforms; :class:`BatchAugment` applies a training transform to a whole batch on its
+  device, and :func:`build_image_cache` decodes a training split once (``data.cache``).
 """
 
 from ._layout import IMAGE_SUFFIXES
+from .batch_transforms import BatchAugment
+from .cache import CACHE_MODES, ImageCache, build_image_cache
 from .custom import read_csv, read_folder
 from .dataset import ImageDataset, collate_skip_none, find_unreadable
 from .dml import read_cars196, read_cub200, read_omniglot, read_sop
@@ -38,14 +41,17 @@ from .transforms import (
 )
 
 __all__ = [
+    "CACHE_MODES",
     "DATASETS",
     "FASHION_MNIST_ROOT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_SUFFIXES",
+    "BatchAugment",
     "DatasetSplits",
     "DmlTestTransform",
     "DmlTrainTransform",
+    "ImageCache",
     "ImageDataset",
     "PKSampler",
     "ReidTestTransform",
@@ -54,6 +60,7 @@ __all__ = [
     "SampleList",
     "UnreadableImageError",
     "build_dataset",
+    "build_image_cache",
     "build_transform",
     "collate_skip_none",
     "find_unreadable",

@@ -259,6 +259,32 @@ class SampleList(Sequence):
         )
 
     # -- decoding ---------------------------------------------------------------------------------------
+    def image_size(self, i: int) -> tuple[int, int]:
+        """``(width, height)`` of image ``i`` as :meth:`load` returns it (after its box), from the file's header
+        only (no pixel decoding). Raises :class:`UnreadableImageError` as :meth:`load` does."""
+        i = int(i)
+        path = self._paths[i]
+        if self._images is not None:
+            height, width = self._images.shape[1:3]
+        else:
+            try:
+                archive, sep, member = path.rpartition(ZIP_SEPARATOR)
+                source: str | io.BytesIO = io.BytesIO(_ZIP_READER.read(archive, member)) if sep else path
+                with Image.open(source) as image:
+                    width, height = image.size
+            except FileNotFoundError as exc:
+                raise UnreadableImageError(path, "file not found") from exc
+            except KeyError as exc:
+                raise UnreadableImageError(path, "no such member in the zip archive") from exc
+            except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, Image.DecompressionBombError) as exc:
+                raise UnreadableImageError(path, f"{type(exc).__name__}: {exc}") from exc
+        if self._boxes is not None and not np.isnan(self._boxes[i]).any():
+            x1, y1, x2, y2 = (float(v) for v in self._boxes[i])
+            box = (max(0, round(x1)), max(0, round(y1)), min(width, round(x2)), min(height, round(y2)))
+            if box[2] > box[0] and box[3] > box[1]:
+                width, height = box[2] - box[0], box[3] - box[1]
+        return int(width), int(height)
+
     def load(self, i: int) -> Image.Image:
         """Decode image ``i`` as an RGB ``PIL.Image`` (cropped to its box if it has one).
 

@@ -30,6 +30,7 @@ __all__ = [
     "ReidTestTransform",
     "ReidTrainTransform",
     "build_transform",
+    "erase_box",
     "random_erase",
 ]
 
@@ -75,6 +76,34 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def erase_box(
+    height: int,
+    width: int,
+    p: float = 0.5,
+    area: tuple[float, float] = (0.02, 0.4),
+    min_aspect: float = 0.3,
+    generator: torch.Generator | None = None,
+    attempts: int = 100,
+) -> tuple[int, int, int, int] | None:
+    """The random-erasing rectangle ``(top, left, h, w)`` of a ``height`` x ``width`` image, or ``None`` (no erasing).
+
+    The draws of :func:`random_erase`, in its order: whether to erase (probability ``p``), then up to ``attempts``
+    (area fraction, aspect ratio) pairs until the rectangle fits, then its position.
+    """
+    if _uniform(generator) >= p:
+        return None
+    for _ in range(attempts):
+        target = _uniform(generator, *area) * height * width
+        aspect = _uniform(generator, min_aspect, 1.0 / min_aspect)
+        h = round(math.sqrt(target * aspect))
+        w = round(math.sqrt(target / aspect))
+        if 0 < h < height and 0 < w < width:
+            top = _randint(generator, height - h)
+            left = _randint(generator, width - w)
+            return (top, left, h, w)
+    return None
+
+
 def random_erase(
     image: torch.Tensor,
     p: float = 0.5,
@@ -90,26 +119,19 @@ def random_erase(
     in ``[min_aspect, 1 / min_aspect]`` is filled with ``value`` (per-channel constants, or ``"random"`` for
     standard-normal noise); up to ``attempts`` draws are made to fit the rectangle inside the image.
     """
-    if _uniform(generator) >= p:
-        return image
     _, height, width = image.shape
-    for _ in range(attempts):
-        target = _uniform(generator, *area) * height * width
-        aspect = _uniform(generator, min_aspect, 1.0 / min_aspect)
-        h = round(math.sqrt(target * aspect))
-        w = round(math.sqrt(target / aspect))
-        if 0 < h < height and 0 < w < width:
-            top = _randint(generator, height - h)
-            left = _randint(generator, width - w)
-            region = image[:, top : top + h, left : left + w]
-            if isinstance(value, str):
-                if value != "random":
-                    raise ValueError(f"erasing value must be numbers or 'random', got {value!r}")
-                region.copy_(torch.randn(region.shape, generator=generator))
-            else:
-                fill = torch.as_tensor(value, dtype=image.dtype).reshape(-1, 1, 1)
-                region.copy_(fill.expand_as(region))
-            return image
+    box = erase_box(height, width, p, area, min_aspect, generator, attempts)
+    if box is None:
+        return image
+    top, left, h, w = box
+    region = image[:, top : top + h, left : left + w]
+    if isinstance(value, str):
+        if value != "random":
+            raise ValueError(f"erasing value must be numbers or 'random', got {value!r}")
+        region.copy_(torch.randn(region.shape, generator=generator))
+    else:
+        fill = torch.as_tensor(value, dtype=image.dtype).reshape(-1, 1, 1)
+        region.copy_(fill.expand_as(region))
     return image
 
 
@@ -135,17 +157,31 @@ class ReidTrainTransform:
         self.resample = _RESAMPLE[interpolation]
         self.generator = generator
 
+    def draw(self, generator: torch.Generator | None = None) -> tuple[bool, int, int, tuple[int, int, int, int] | None]:
+        """One image's random parameters, drawn from ``generator`` (``None``: torch's global one) in the order
+        :meth:`__call__` draws them: ``(flip, dy, dx, erase)``, the shift of the pad-and-crop (the output's pixel
+        ``(r, c)`` is the resized image's ``(r + dy, c + dx)``, zero outside) and the erased ``(top, left, h, w)``
+        or ``None``. The batch augmentation of :mod:`centrum.data.batch_transforms` applies the same draws."""
+        flip = _uniform(generator) < self.flip_p
+        dy = dx = 0
+        if self.padding:
+            pad = self.padding
+            dy, dx = _randint(generator, 2 * pad) - pad, _randint(generator, 2 * pad) - pad
+        erase = None
+        if self.erasing_p > 0:
+            erase = erase_box(*self.size, p=self.erasing_p, generator=generator)
+        return flip, dy, dx, erase
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         height, width = self.size
         if image.size != (width, height):
             image = image.resize((width, height), self.resample)
         array = np.asarray(image)
-        if _uniform(self.generator) < self.flip_p:
+        flip, dy, dx, erase = self.draw(self.generator)
+        if flip:
             array = array[:, ::-1]
         if self.padding:
             # pad with zeros then crop back to the size == paste the image at a random offset on black
-            pad = self.padding
-            dy, dx = _randint(self.generator, 2 * pad) - pad, _randint(self.generator, 2 * pad) - pad
             shifted = np.zeros_like(array)
             rows, cols = height - abs(dy), width - abs(dx)
             if rows > 0 and cols > 0:  # a shift beyond the image leaves only padding
@@ -154,8 +190,17 @@ class ReidTrainTransform:
                 ]
             array = shifted
         tensor = self.normalize(array)
-        if self.erasing_p > 0:
-            random_erase(tensor, self.erasing_p, value=self.erasing_value, generator=self.generator)
+        if erase is not None:
+            top, left, h, w = erase
+            region = tensor[:, top : top + h, left : left + w]
+            if isinstance(self.erasing_value, str):
+                if self.erasing_value != "random":
+                    raise ValueError(f"erasing value must be numbers or 'random', got {self.erasing_value!r}")
+                # drawn after the rectangle, as random_erase does
+                region.copy_(torch.randn(region.shape, generator=self.generator))
+            else:
+                fill = torch.as_tensor(self.erasing_value, dtype=tensor.dtype).reshape(-1, 1, 1)
+                region.copy_(fill.expand_as(region))
         return tensor
 
 
@@ -211,17 +256,17 @@ class DmlTrainTransform:
         self.resample = _RESAMPLE[interpolation]
         self.generator = generator
 
-    def _box(self, width: int, height: int) -> tuple[float, float, float, float]:
+    def _box(self, width: int, height: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
         area = width * height
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         for _ in range(10):
-            target = area * _uniform(self.generator, *self.scale)
-            aspect = math.exp(_uniform(self.generator, *log_ratio))
+            target = area * _uniform(generator, *self.scale)
+            aspect = math.exp(_uniform(generator, *log_ratio))
             w = round(math.sqrt(target * aspect))
             h = round(math.sqrt(target / aspect))
             if 0 < w <= width and 0 < h <= height:
-                top = _randint(self.generator, height - h)
-                left = _randint(self.generator, width - w)
+                top = _randint(generator, height - h)
+                left = _randint(generator, width - w)
                 return (left, top, left + w, top + h)
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
@@ -233,19 +278,34 @@ class DmlTrainTransform:
         top, left = (height - h) // 2, (width - w) // 2
         return (left, top, left + w, top + h)
 
+    def draw(
+        self, width: int, height: int, generator: torch.Generator | None = None
+    ) -> tuple[tuple[int, int, int, int], bool]:
+        """One image's random parameters for a ``width`` x ``height`` input, drawn from ``generator`` (``None``:
+        torch's global one) in the order :meth:`__call__` draws them: ``(box, flip)``. ``box`` is ``(left, top,
+        right, bottom)``: for ``crop="random_resized"`` in the input's pixels (resized to ``size``), for
+        ``crop="random"`` in the ``resize`` x ``resize`` image (cut out as it is)."""
+        out_h, out_w = self.size
+        if self.crop == "random_resized":
+            box = self._box(width, height, generator)
+        else:
+            if max(out_h, out_w) > self.resize:
+                raise ValueError(f"crop size {self.size} is larger than the resize {self.resize}")
+            top = _randint(generator, self.resize - out_h)
+            left = _randint(generator, self.resize - out_w)
+            box = (left, top, left + out_w, top + out_h)
+        return box, _uniform(generator) < self.flip_p
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
         height, width = self.size
+        box, flip = self.draw(*image.size, generator=self.generator)
         if self.crop == "random_resized":
-            image = image.resize((width, height), self.resample, box=self._box(*image.size))
+            image = image.resize((width, height), self.resample, box=box)
         else:
-            if max(height, width) > self.resize:
-                raise ValueError(f"crop size {self.size} is larger than the resize {self.resize}")
             image = image.resize((self.resize, self.resize), self.resample)
-            top = _randint(self.generator, self.resize - height)
-            left = _randint(self.generator, self.resize - width)
-            image = image.crop((left, top, left + width, top + height))
+            image = image.crop(box)
         array = np.asarray(image)
-        if _uniform(self.generator) < self.flip_p:
+        if flip:
             array = array[:, ::-1]
         return self.normalize(array)
 

@@ -41,6 +41,7 @@ class DataConfig:
     test_batch_size: int = 128
     num_workers: int = 2
     on_error: Literal["raise", "skip"] = "raise"
+    cache: str = "none"  # "memory" | "device": decode the training images once (centrum.data.cache)
 
 
 @dataclass
@@ -206,6 +207,7 @@ def check_ranges(config: ExperimentConfig) -> ExperimentConfig:
     _check(d.m >= 1, "data.m", ">= 1 (images per class in a batch)", d.m)
     _check(d.test_batch_size >= 1, "data.test_batch_size", ">= 1", d.test_batch_size)
     _check(d.num_workers >= 0, "data.num_workers", ">= 0", d.num_workers)
+    _check(d.cache in ("none", "memory", "device"), "data.cache", "one of none, memory, device", d.cache)
     _check(len(d.image_size) == 2 and min(d.image_size) >= 1, "data.image_size", "two sizes >= 1", d.image_size)
     _check(_finite_number(o.lr) and o.lr > 0, "optimizer.lr", "a number > 0", o.lr)
     _check(_finite_number(o.weight_decay) and o.weight_decay >= 0, "optimizer.weight_decay", ">= 0", o.weight_decay)

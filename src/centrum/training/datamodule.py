@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from centrum.data import DatasetSplits, ImageDataset, PKSampler, SampleList, build_dataset, build_transform
 from centrum.data import collate_skip_none as collate
+from centrum.data.batch_transforms import BatchAugment
+from centrum.data.cache import CACHE_MODES, CachedBatches, ImageCache, build_image_cache
 
 
 class SeededImages(Dataset):
@@ -44,6 +46,11 @@ class RetrievalDataModule(L.LightningDataModule):
 
     Under distributed training each process's :class:`~centrum.data.PKSampler` takes disjoint classes.
     Every argument maps one-to-one onto :class:`~centrum.training.config.DataConfig`.
+
+    ``cache="memory"`` or ``"device"`` (:mod:`centrum.data.cache`) decodes the training images once into a uint8
+    tensor in host memory or on the training device; its batches are augmented as a whole on the training device
+    by :meth:`on_after_batch_transfer`, with each image's parameters drawn from its seed as the per-image path
+    draws them. Evaluation batches are unaffected.
     """
 
     def __init__(
@@ -61,8 +68,14 @@ class RetrievalDataModule(L.LightningDataModule):
         on_error: str = "raise",
         seed: int = 0,
         splits: DatasetSplits | None = None,
+        cache: str = "none",
     ) -> None:
         super().__init__()
+        if cache not in CACHE_MODES:
+            raise ValueError(f"data.cache must be one of {CACHE_MODES}, got {cache!r}")
+        self.cache = cache
+        self._image_cache: ImageCache | None = None
+        self._cached: CachedBatches | None = None
         self.dataset_name = dataset
         self.root = root
         self.options = dict(options or {})
@@ -117,6 +130,8 @@ class RetrievalDataModule(L.LightningDataModule):
         if self._resume_at is not None:
             sampler.resume_at(*self._resume_at)
         self.train_sampler = sampler
+        if self.cache != "none":
+            return self._cached_batches().loader(sampler)
         return DataLoader(
             SeededImages(self._track(ImageDataset(train, self.train_transform(), on_error=self.on_error))),
             batch_sampler=sampler,
@@ -127,6 +142,33 @@ class RetrievalDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _training_device(self) -> torch.device:
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _cached_batches(self) -> CachedBatches:
+        """The training images decoded once (on the first call) and served from host memory or the device."""
+        device = self._training_device()
+        augment = BatchAugment(self.train_transform())
+        if self._image_cache is None:
+            train = self.splits.train
+            dataset = self._track(ImageDataset(train, on_error=self.on_error))
+            self._image_cache = build_image_cache(
+                train, augment, self.cache, device, self.on_error, self.num_workers, dataset=dataset
+            )
+        if self.cache == "device" and self._image_cache.images.device != device:
+            self._image_cache = self._image_cache.to(device)
+        self._cached = CachedBatches(self._image_cache, augment, self.splits.train)
+        return self._cached
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A cached training batch, now on the training device, augmented there as a whole into the
+        ``(images, labels, cameras, index)`` of the per-image path; other batches unchanged."""
+        if self._cached is not None:
+            return self._cached.augment(batch)
+        return batch
 
     def eval_dataloader(self, samples: SampleList) -> DataLoader:
         """Batches of ``samples`` in order, with the test-time transform."""
