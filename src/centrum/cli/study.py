@@ -27,7 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("study", type=Path, help="YAML study file")
     p.add_argument("--out", type=Path, default=None, help="study folder (default: studies-out/<study name>)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once: JOBS long-lived worker processes that start (import torch) once and then "
+        "take run after run; 1 (default) trains in this process",
+    )
     p.add_argument(
         "--threads",
         type=int,

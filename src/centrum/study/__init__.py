@@ -1,12 +1,13 @@
 """Studies: run a grid of configs over seeds with the fair protocol and report means, intervals and verdicts.
 
-``load_study`` reads a study file, ``run_study`` trains every cell x seed (resumable, in parallel),
+``load_study`` reads a study file, ``run_study`` trains every cell x seed (resumable, in parallel in a
+:class:`WorkerPool` of long-lived workers),
 ``run_sequential`` adds paired seeds to undecided claims under a group-sequential design, and ``write_report``
 writes ``report.md`` and a self-contained ``report.html``. Imports training, never the reverse.
 """
 
 from centrum.study.report import collect, write_report
-from centrum.study.runner import PlannedRun, plan_runs, run_study
+from centrum.study.runner import PlannedRun, WorkerPool, fresh_run_state, plan_runs, run_study
 from centrum.study.sequential import run_sequential
 from centrum.study.spec import Cell, Comparison, Study, load_study, study_from_dict
 from centrum.study.stats import (
@@ -38,7 +39,9 @@ __all__ = [
     "PlannedRun",
     "SequentialDesign",
     "Study",
+    "WorkerPool",
     "collect",
+    "fresh_run_state",
     "load_study",
     "mean_std",
     "paired_comparison",

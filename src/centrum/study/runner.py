@@ -8,17 +8,31 @@ Every run trains with the same number of intra-op threads (``threads``, default 
 the study runs with ``--jobs 1`` or more: a CPU matrix product split over a different number of threads sums in a
 different order, so before this runs of a ``--jobs 1`` and a ``--jobs 2`` study differed by up to 1.3e-4. With the
 thread count fixed, a run's weights are the same bit for bit whichever ``--jobs`` trained it.
+
+With ``--jobs N`` the runs go to a :class:`WorkerPool`: ``N`` long-lived worker processes, each of which imports
+torch and centrum once (about 5 s on a 2-core machine, as long as a whole ``--quick`` run's training) and then
+takes run after run from the pool's queue; ``--sequential`` keeps the same pool over all its looks. A run that
+reuses a worker must end exactly as in a fresh one, so :func:`fresh_run_state` puts back, before every run, every
+process-wide setting a run reads or Lightning changes: the intra-op thread count, the global random streams
+(Python, NumPy, torch CPU and CUDA, seeded as a fresh interpreter's torch is), deterministic-algorithm and cuDNN
+flags, float32 matmul precision, the default dtype, autograd, and the environment variables Lightning's seeding
+sets; and after the run it puts the caller's values back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from centrum.io import atomic_write_text
 from centrum.study.spec import Cell, Study
@@ -79,15 +93,77 @@ def snapshot_epochs(study: Study, max_epochs: int) -> list[int]:
     return sorted(set(epochs))
 
 
-def execute_run(study: Study, run: PlannedRun, threads: int | None = DEFAULT_THREADS) -> float:
-    """Train one planned run (resuming it when interrupted) with the study's callbacks and ``threads`` intra-op
-    threads (None: leave torch's setting); returns its seconds."""
+#: torch's CPU seed in a fresh interpreter (``torch.initial_seed()`` before any ``manual_seed``)
+FRESH_TORCH_SEED = 67280421310721
+
+#: the environment variables a run's seeding and determinism settings write (Lightning's ``seed_everything``,
+#: its ``deterministic`` flag for cuBLAS)
+RUN_ENVIRONMENT = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "CUBLAS_WORKSPACE_CONFIG")
+
+
+@contextlib.contextmanager
+def fresh_run_state(threads: int | None = DEFAULT_THREADS) -> Iterator[None]:
+    """Run the body (one training run) in the process-wide state of a fresh interpreter, then put the caller's
+    state back.
+
+    Inside: ``threads`` intra-op threads (None: leave torch's setting); Python's ``random`` and NumPy's global
+    stream seeded with 0 and torch's CPU and CUDA streams with :data:`FRESH_TORCH_SEED`; deterministic algorithms
+    off, cuDNN's ``benchmark`` and ``deterministic`` off, float32 matmul precision ``"highest"``, default dtype
+    float32, autograd on: torch's defaults, which Lightning's ``deterministic`` flag and a GPU run's precision
+    settings change for the rest of the process. After: every one of these, the random streams and the
+    :data:`RUN_ENVIRONMENT` variables as they were before. A run in a worker that has trained others therefore
+    starts from exactly the state of a run in a new process (``tests/study/test_study_pool.py`` checks the weights).
+    """
+    import numpy as np
     import torch
 
+    from centrum.rng import preserved_rng
+
+    saved_threads = torch.get_num_threads()
+    saved_deterministic = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    saved_cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    saved_matmul = torch.get_float32_matmul_precision()
+    saved_dtype = torch.get_default_dtype()
+    saved_grad = torch.is_grad_enabled()
+    saved_env = {name: os.environ.get(name) for name in RUN_ENVIRONMENT}
+    with preserved_rng():
+        try:
+            random.seed(0)
+            np.random.seed(0)
+            torch.manual_seed(FRESH_TORCH_SEED)  # every CUDA device too (lazily, when CUDA starts)
+            torch.use_deterministic_algorithms(False)
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = False
+            torch.set_float32_matmul_precision("highest")
+            torch.set_default_dtype(torch.float32)
+            torch.set_grad_enabled(True)
+            if threads:
+                torch.set_num_threads(threads)
+            yield
+        finally:
+            torch.set_num_threads(saved_threads)
+            torch.use_deterministic_algorithms(saved_deterministic[0], warn_only=saved_deterministic[1])
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved_cudnn
+            torch.set_float32_matmul_precision(saved_matmul)
+            torch.set_default_dtype(saved_dtype)
+            torch.set_grad_enabled(saved_grad)
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def execute_run(study: Study, run: PlannedRun, threads: int | None = DEFAULT_THREADS) -> float:
+    """Train one planned run (resuming it when interrupted) with the study's callbacks and ``threads`` intra-op
+    threads (None: leave torch's setting), in a fresh process state (:func:`fresh_run_state`); returns its
+    seconds."""
     from centrum.study.callbacks import EmbeddingSnapshots, FinalState, StepCost
     from centrum.training import train
 
-    previous = torch.get_num_threads()
     config = study.config(run.cell, run.seed)
     callbacks = [StepCost(run.run_dir), FinalState(run.run_dir)]
     if {"tsne", "ranked_lists"} & set(study.analyses):
@@ -100,14 +176,11 @@ def execute_run(study: Study, run: PlannedRun, threads: int | None = DEFAULT_THR
             )
         )
     start = time.perf_counter()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        train(config, run.run_dir, resume=run.interrupted, enable_progress_bar=False, callbacks=callbacks)
-    except (ValueError, FileNotFoundError) as exc:  # a bad cell: say which one, in the CLI's one line
-        raise type(exc)(f"study {study.name!r}, cell {run.cell.label!r}, seed {run.seed}: {exc}") from exc
-    finally:
-        torch.set_num_threads(previous)
+    with fresh_run_state(threads):
+        try:
+            train(config, run.run_dir, resume=run.interrupted, enable_progress_bar=False, callbacks=callbacks)
+        except (ValueError, FileNotFoundError) as exc:  # a bad cell: say which one, in the CLI's one line
+            raise type(exc)(f"study {study.name!r}, cell {run.cell.label!r}, seed {run.seed}: {exc}") from exc
     return time.perf_counter() - start
 
 
@@ -132,10 +205,97 @@ def exit_with_parent(parent: int, interval: float = 2.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _worker(args: tuple[Study, PlannedRun, int, int]) -> tuple[PlannedRun, float]:
-    study, run, threads, parent = args
-    exit_with_parent(parent)
-    return run, execute_run(study, run, threads)
+def _init_worker(parent: int, watch_interval: float) -> None:
+    """A pool worker's start: watch the study's process, then import torch, Lightning and centrum's training
+    once, before the first run arrives (all workers import at once instead of each with its first run)."""
+    exit_with_parent(parent, watch_interval)
+    import centrum.study.callbacks
+    import centrum.training  # noqa: F401
+
+
+def _release_memory() -> None:
+    """Between runs in a worker: free what the finished run's trainer, model and loaders still hold (they form
+    reference cycles), so that a worker's memory does not grow run after run."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _pool_run(args: tuple[Study, PlannedRun, int | None]) -> tuple[PlannedRun, float, int]:
+    study, run, threads = args
+    try:
+        return run, execute_run(study, run, threads), os.getpid()
+    finally:
+        _release_memory()
+
+
+def _worker_pid() -> int:
+    return os.getpid()
+
+
+class WorkerPool:
+    """``jobs`` long-lived worker processes that each import torch and centrum once and then train run after run
+    from one queue (a study's runs, or every look's runs of a sequential study).
+
+    Workers are spawned (a fresh interpreter, so that no OpenMP thread pool is forked mid-use) and exit with the
+    process that made the pool, even when it is killed with SIGKILL (:func:`exit_with_parent`). Every run starts
+    from a fresh process state (:func:`fresh_run_state`), so a run's weights do not depend on which worker
+    trained it nor on what that worker trained before. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, jobs: int, watch_interval: float = 2.0) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, got {jobs}")
+        self.jobs = jobs
+        #: the worker process that trained each run (by run folder), for progress and tests
+        self.worker_of: dict[Path, int] = {}
+        self._executor = ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(os.getpid(), watch_interval),
+        )
+
+    def warm(self) -> list[int]:
+        """Start the workers now (each imports torch and centrum) and return their process ids; runs submitted
+        later find them ready."""
+        seen = {f.result() for f in [self._executor.submit(_worker_pid) for _ in range(self.jobs)]}
+        # one worker may have answered every call; the executor knows every process it started
+        return sorted(seen | set(getattr(self._executor, "_processes", None) or {}))
+
+    def submit(self, study: Study, run: PlannedRun, threads: int | None = DEFAULT_THREADS) -> Future:
+        """Queue one run; the future's result is ``(run, seconds, worker pid)``."""
+        return self._executor.submit(_pool_run, (study, run, threads))
+
+    def run(
+        self, study: Study, runs: list[PlannedRun], threads: int | None = DEFAULT_THREADS
+    ) -> Iterator[tuple[PlannedRun, float]]:
+        """Queue ``runs`` and yield ``(run, seconds)`` for each as it finishes (a run's error is raised here)."""
+        from concurrent.futures import as_completed
+
+        futures = [self.submit(study, run, threads) for run in runs]
+        try:
+            for future in as_completed(futures):
+                run, seconds, pid = future.result()
+                self.worker_of[run.run_dir] = pid
+                yield run, seconds
+        finally:
+            for future in futures:  # a failed or abandoned run: the queued ones do not start
+                future.cancel()
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for the runs in progress, then end the workers (``cancel``: drop the queued runs first)."""
+        self._executor.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(cancel=exc_type is not None)
 
 
 def _duration(seconds: float) -> str:
@@ -150,13 +310,18 @@ def run_study(
     log: Callable[[str], None] | None = None,
     plan: list[PlannedRun] | None = None,
     threads: int = DEFAULT_THREADS,
+    pool: WorkerPool | None = None,
 ) -> list[PlannedRun]:
-    """Run every unfinished run of ``study`` (or of ``plan``) into ``out_dir`` (``jobs`` processes at once, each
-    run with ``threads`` intra-op threads) and return the plan.
+    """Run every unfinished run of ``study`` (or of ``plan``) into ``out_dir`` and return the plan: with
+    ``jobs`` 1 one after another in this process, else in a :class:`WorkerPool` of ``jobs`` workers (``pool``: an
+    open pool to use, which then sets ``jobs``, kept open for the caller's next runs); each run with ``threads``
+    intra-op threads.
 
     Progress goes to ``log`` (default: stdout) as one plain line per finished run: runs and cells done out of
     the total, and the time left estimated from the mean duration of this session's runs.
     """
+    if pool is not None:
+        jobs = pool.jobs
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if threads < 1:
@@ -190,18 +355,14 @@ def run_study(
             f"finished in {_duration(seconds)}; about {eta} left"
         )
 
-    if jobs == 1 or len(todo) <= 1:
+    if pool is None and (jobs == 1 or len(todo) <= 1):
         for run in todo:
             report(run, execute_run(study, run, threads))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn: a fresh interpreter per worker, so that no OpenMP thread pool is forked mid-use
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, (study, run, threads, os.getpid())) for run in todo]
-            for future in as_completed(futures):
-                run, seconds = future.result()
+    elif todo:
+        with contextlib.ExitStack() as stack:
+            if pool is None:
+                pool = stack.enter_context(WorkerPool(jobs))
+            for run, seconds in pool.run(study, todo, threads):
                 report(run, seconds)
     sys.stdout.flush()
     return plan

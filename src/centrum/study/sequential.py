@@ -11,13 +11,18 @@ changed once written: choosing the looks after seeing results would void the err
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from centrum.io import atomic_write_json
 from centrum.study.spec import Study, extended_seeds
 from centrum.study.stats import INCONCLUSIVE, SequentialDesign, default_looks, sequential_design
+
+if TYPE_CHECKING:
+    from centrum.study.runner import WorkerPool
 
 DESIGN_FILE = "sequential.json"
 
@@ -55,7 +60,24 @@ def run_sequential(
     log: Callable[[str], None] | None = None,
     **run_options,
 ) -> SequentialDesign:
-    """Run ``study`` look by look (see the module doc) into ``out_dir``; returns the design."""
+    """Run ``study`` look by look (see the module doc) into ``out_dir``; returns the design. With ``jobs`` above 1
+    one :class:`~centrum.study.runner.WorkerPool` trains every look's runs (its workers start once per study)."""
+    from centrum.study.runner import WorkerPool
+
+    with WorkerPool(jobs) if jobs > 1 else contextlib.nullcontext() as pool:
+        return _run_looks(study, out_dir, max_seeds, looks, jobs, log, pool, run_options)
+
+
+def _run_looks(
+    study: Study,
+    out_dir: str | Path,
+    max_seeds: int,
+    looks: list[int] | None,
+    jobs: int,
+    log: Callable[[str], None] | None,
+    pool: WorkerPool | None,
+    run_options: dict,
+) -> SequentialDesign:
     from centrum.study.results import collect
     from centrum.study.runner import plan_runs, run_study
 
@@ -92,7 +114,8 @@ def run_sequential(
                 log(f"look {k}: every claim decided; no more seeds needed")
                 break
             log(f"look {k + 1}/{len(design.looks)}: {len(cells)} cell(s) of undecided claims go to {n} seeds")
-        run_study(study, out_dir, jobs=jobs, log=log, plan=plan_runs(study, out_dir, seeds[:n], cells), **run_options)
+        plan = plan_runs(study, out_dir, seeds[:n], cells)
+        run_study(study, out_dir, jobs=jobs, log=log, plan=plan, pool=pool, **run_options)
     return design
 
 
