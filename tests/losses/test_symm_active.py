@@ -37,7 +37,7 @@ def test_active_counts_equal_a_brute_force_count():
     labels = torch.arange(8).repeat_interleave(3)
     symm = SymmetricalSynthesis(ContrastiveLoss(neg_margin=1.0, normalize=False))
     symm(x, labels).backward()
-    negatives = symm._last_negatives_for_test
+    negatives = symm._watched
     inside = negatives.mask & (negatives.values < 1.0)
     stats = symm.last_backward_stats
     assert int(stats["num_active_negatives"]) == int(inside.sum()) > 0
@@ -46,7 +46,7 @@ def test_active_counts_equal_a_brute_force_count():
     x.grad = None
     triplet = SymmetricalSynthesis(TripletMarginLoss(margin=0.2, mining="hard", normalize=False))
     triplet(x, labels).backward()
-    negatives = triplet._last_negatives_for_test
+    negatives = triplet._watched
     d = torch.cdist(x.detach(), x.detach())
     same = labels.unsqueeze(0) == labels.unsqueeze(1)
     d_ap = d.masked_fill(~same, -1).max(1).values

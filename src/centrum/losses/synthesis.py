@@ -301,10 +301,11 @@ class _GramBank:
 
 
 class _WatchedNegatives:
-    """The last call's chosen negatives, as the gradient watch sees them (for tests): values, mask, synthetic."""
+    """The last call's chosen negatives as :attr:`SymmetricalSynthesis.last_backward_stats` reads them: their
+    values (detached), which are negatives, which synthetic, and their gradient once the backward pass ran."""
 
     def __init__(self, values: torch.Tensor, chosen, synthetic) -> None:
-        self.values = values
+        self.values, self.grad = values, None
         self._chosen, self._synthetic = chosen, synthetic
 
     @property
@@ -578,31 +579,32 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
         *active* negatives (those whose value received a non-zero gradient, i.e. that moved the embedding) that
         were synthetic, beside ``synthetic_ratio``'s share of the chosen ones; and the counts. A negative beyond
         the contrastive margin, or not the hardest for batch-hard triplet, is chosen but inactive. 0-d tensors
-        on the loss's device."""
-        return dict(getattr(self, "_backward_stats", {}))
+        on the loss's device, computed when read (the backward pass only keeps the gradient)."""
+        watched = getattr(self, "_watched", None)
+        if watched is None or watched.grad is None:
+            return {}
+        with torch.no_grad():
+            active = watched.mask & (watched.grad != 0)
+            n_active, n_synthetic = active.sum(), (active & watched.is_synthetic).sum()
+        return {
+            "active_synthetic_ratio": n_synthetic / n_active.clamp_min(1),
+            "num_active_negatives": n_active,
+            "num_active_synthetic_negatives": n_synthetic,
+        }
 
     def _watch_gradient(self, values: torch.Tensor, chosen, synthetic, pick=None) -> None:
-        """Record :attr:`last_backward_stats` when the gradient of ``values`` (the chosen negatives' values, or a
-        tensor ``pick`` maps to them) arrives; ``chosen`` and ``synthetic`` (masks of their shape, or functions
-        giving them) say which entries are negatives and which are synthetic."""
-        self._backward_stats = {}
+        """Keep the gradient of ``values`` (the chosen negatives' values, or a tensor ``pick`` maps to them) when
+        it arrives, for :attr:`last_backward_stats`; ``chosen`` and ``synthetic`` (masks of their shape, or
+        functions giving them) say which entries are negatives and which are synthetic."""
+        self._watched = None
         if not values.requires_grad or torch.compiler.is_compiling():
             return
-        self._last_negatives_for_test = _WatchedNegatives(values, chosen, synthetic)
+        watched = self._watched = _WatchedNegatives(values.detach(), chosen, synthetic)
 
-        def capture(grad: torch.Tensor) -> None:
-            with torch.no_grad():
-                grad = pick(grad) if pick is not None else grad
-                is_synthetic = synthetic() if callable(synthetic) else synthetic
-                active = (chosen() if callable(chosen) else chosen) & (grad != 0)
-                n_active, n_synthetic = active.sum(), (active & is_synthetic).sum()
-                self._backward_stats = {
-                    "active_synthetic_ratio": n_synthetic / n_active.clamp_min(1),
-                    "num_active_negatives": n_active,
-                    "num_active_synthetic_negatives": n_synthetic,
-                }
+        def keep(grad: torch.Tensor) -> None:
+            watched.grad = pick(grad) if pick is not None else grad
 
-        values.register_hook(capture)
+        values.register_hook(keep)
 
     @staticmethod
     def _statistics(chosen: torch.Tensor, synthetic: torch.Tensor, n_synthetic_points: int, n_candidates: int):

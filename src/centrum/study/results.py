@@ -25,6 +25,7 @@ from centrum.study.stats import (
     sequential_comparison,
     with_seeds_needed,
 )
+from centrum.training.callbacks import flatten_metrics
 
 
 @dataclass
@@ -77,15 +78,6 @@ class StudyResults:
         return ([main] if main else []) + rest
 
 
-def _flatten(metrics: dict[str, dict]) -> dict[str, float]:
-    return {
-        f"{p}/{m}": float(v)
-        for p, values in metrics.items()
-        for m, v in values.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-
-
 def _read_run(run: PlannedRun) -> RunData:
     results = json.loads((run.run_dir / "results.json").read_text())
     rows: list[dict[str, str]] = []
@@ -96,7 +88,7 @@ def _read_run(run: PlannedRun) -> RunData:
     cost = json.loads(cost_file.read_text()) if cost_file.is_file() else None
     state_file = run.run_dir / "final_state.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
-    return RunData(run.cell, run.seed, run.run_dir, _flatten(results.get("metrics", {})), rows, cost, state)
+    return RunData(run.cell, run.seed, run.run_dir, flatten_metrics(results.get("metrics", {})), rows, cost, state)
 
 
 def _losses(run: RunData) -> list[str]:
