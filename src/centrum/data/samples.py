@@ -7,6 +7,7 @@ groups the train / query / gallery lists of one dataset and says which evaluatio
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -77,6 +78,20 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.setflags(write=False)
     return a
+
+
+@contextlib.contextmanager
+def _unreadable_as_error(path: str) -> Iterator[None]:
+    """Turn whatever reading ``path`` raises (missing file, zip member, undecodable bytes) into an
+    :class:`UnreadableImageError` naming it."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise UnreadableImageError(path, "file not found") from exc
+    except KeyError as exc:
+        raise UnreadableImageError(path, "no such member in the zip archive") from exc
+    except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, Image.DecompressionBombError) as exc:
+        raise UnreadableImageError(path, f"{type(exc).__name__}: {exc}") from exc
 
 
 class SampleList(Sequence):
@@ -267,17 +282,11 @@ class SampleList(Sequence):
         if self._images is not None:
             height, width = self._images.shape[1:3]
         else:
-            try:
+            with _unreadable_as_error(path):
                 archive, sep, member = path.rpartition(ZIP_SEPARATOR)
                 source: str | io.BytesIO = io.BytesIO(_ZIP_READER.read(archive, member)) if sep else path
                 with Image.open(source) as image:
                     width, height = image.size
-            except FileNotFoundError as exc:
-                raise UnreadableImageError(path, "file not found") from exc
-            except KeyError as exc:
-                raise UnreadableImageError(path, "no such member in the zip archive") from exc
-            except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, Image.DecompressionBombError) as exc:
-                raise UnreadableImageError(path, f"{type(exc).__name__}: {exc}") from exc
         if self._boxes is not None and not np.isnan(self._boxes[i]).any():
             x1, y1, x2, y2 = (float(v) for v in self._boxes[i])
             box = (max(0, round(x1)), max(0, round(y1)), min(width, round(x2)), min(height, round(y2)))
@@ -296,24 +305,18 @@ class SampleList(Sequence):
         if self._images is not None:
             image = Image.fromarray(self._images[self._rows[i]])
         else:
-            try:
+            with _unreadable_as_error(path):
                 archive, sep, member = path.rpartition(ZIP_SEPARATOR)
                 if sep:
                     source: str | io.BytesIO = io.BytesIO(_ZIP_READER.read(archive, member))
                 else:
                     source = path
                 image = Image.open(source)
-                image.load()  # decode now, inside the try, so truncated files fail here with their path
+                image.load()  # decode now, inside the block, so truncated files fail here with their path
                 if image.mode != "RGB":
                     rgb = image.convert("RGB")
                     image.close()
                     image = rgb
-            except FileNotFoundError as exc:
-                raise UnreadableImageError(path, "file not found") from exc
-            except KeyError as exc:
-                raise UnreadableImageError(path, "no such member in the zip archive") from exc
-            except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, Image.DecompressionBombError) as exc:
-                raise UnreadableImageError(path, f"{type(exc).__name__}: {exc}") from exc
         if image.mode != "RGB":
             image = image.convert("RGB")
         if self._boxes is not None and not np.isnan(self._boxes[i]).any():
