@@ -26,7 +26,8 @@ def loss_statistics(loss: nn.Module, prefix: str = "") -> dict[str, torch.Tensor
     does not make the host wait. Nothing for a module without statistics."""
     stats = getattr(loss, "last_stats_tensors", None) or {}
     return {
-        f"{prefix}{name}": value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        # floating point (counts too): Lightning averages what it logs
+        f"{prefix}{name}": value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
         for name, value in stats.items()
     }
 
@@ -154,7 +155,7 @@ class MetricObjective(nn.Module):
         """The loss's statistics of the last backward pass (Symm: the share of *active* negatives that were
         synthetic), as 0-d tensors; read after ``backward()``."""
         stats = getattr(self.loss, "last_backward_stats", None) or {}
-        return {name: value.detach() for name, value in stats.items()}
+        return {name: value.detach().float() for name, value in stats.items()}
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss on the embedding ``outputs["raw"]``, plus the loss's statistics."""
