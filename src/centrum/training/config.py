@@ -122,8 +122,9 @@ class TrainerConfig:
     #: "default", "reduce-overhead" (CUDA graphs: P x M batches have static shapes), "max-autotune",
     #: "max-autotune-no-cudagraphs"
     compile: str = "off"
-    #: channels-last memory format for the CNN backbones ("auto": on CUDA only, where it speeds convolutions)
-    channels_last: str = "auto"
+    #: channels-last memory format for the CNN backbones: true, false, or "auto" (on CUDA only, where it speeds
+    #: convolutions)
+    channels_last: bool | str = "auto"
 
 
 @dataclass
@@ -221,7 +222,7 @@ def check_ranges(config: ExperimentConfig) -> ExperimentConfig:
     precisions = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64")
     _check(t.precision in precisions, "trainer.precision", f"one of {', '.join(precisions)}", t.precision)
     _check(t.compile in COMPILE_MODES, "trainer.compile", f"one of {', '.join(COMPILE_MODES)}", t.compile)
-    _check(t.channels_last in ("auto", "on", "off"), "trainer.channels_last", "auto, on or off", t.channels_last)
+    _check(t.channels_last in ("auto", True, False), "trainer.channels_last", "true, false or auto", t.channels_last)
     _check(t.eval_every >= 0, "trainer.eval_every", ">= 0 (0: only after the last epoch)", t.eval_every)
     _check(
         t.checkpoint_every_n_steps >= 0,

@@ -122,9 +122,8 @@ class RetrievalModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Once on the device: channels-last for the backbone, and the compiled model and objective."""
         tcfg = self.config.trainer
-        self._channels_last = tcfg.channels_last == "on" or (
-            tcfg.channels_last == "auto" and self.device.type == "cuda"
-        )
+        auto = tcfg.channels_last == "auto"
+        self._channels_last = tcfg.channels_last is True or (auto and self.device.type == "cuda")
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
         if tcfg.compile != "off":
