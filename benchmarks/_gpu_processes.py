@@ -274,12 +274,7 @@ def serve(ctx: Context, result: SectionResult) -> None:
         "clients are threads of this process"
     )
     model_args = ["--checkpoint", str(checkpoint), "--device", ctx.device]
-    original_root = serve_bench.ROOT
-    serve_bench.ROOT = _KeepPythonPath()  # start_server sets PYTHONPATH to ROOT / "src"; keep the caller's too
-    try:
-        process, url = serve_bench.start_server(work / "index", model_args, threads)
-    finally:
-        serve_bench.ROOT = original_root
+    process, url = serve_bench.start_server(work / "index", model_args, threads)
     ctx.log(f"serve: server up at {url}")
     try:
         latencies = sorted(serve_bench.service_latencies(url, image, 5 if ctx.quick else 20))
@@ -304,12 +299,3 @@ def serve(ctx: Context, result: SectionResult) -> None:
     target, met = ctx.gpu_target([("16 clients / 1 client", ratio, ">=", 4.0)])
     result.rows.append({"clients": "16 / 1", "images_per_s": round(ratio, 2), "target": target, "met": met})
     result.notes.append(f"p50 latency at 1 client: {latencies[len(latencies) // 2] * 1e3:.1f} ms")
-
-
-class _KeepPythonPath:
-    """Stands for benchmarks/serve.py's ``ROOT`` while it starts the server: ``ROOT / "src"`` becomes ``src``
-    followed by the caller's ``PYTHONPATH``, so that packages carried onto the path (fastapi, uvicorn) stay
-    importable in the server process."""
-
-    def __truediv__(self, name: str) -> str:
-        return child_env()["PYTHONPATH"] if name == "src" else str(ROOT / name)

@@ -90,7 +90,8 @@ def start_server(index: Path, model_args: list[str], threads: int):
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    # src first, then the caller's path (packages carried onto it, e.g. fastapi on a machine without them)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     args = [
         sys.executable,
         "-m",
