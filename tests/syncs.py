@@ -38,11 +38,10 @@ class SyncCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if name in SYNC_OPS:
-            if name == "repeat_interleave" and not any(hasattr(a, "shape") for a in args[1:2]):
-                pass
-            else:
-                self.counts[name] += 1
+        # repeat_interleave syncs only with a tensor of repeats (overloads "Tensor", "self_Tensor"), not an int
+        static = name == "repeat_interleave" and "Tensor" not in func._overloadname
+        if name in SYNC_OPS and not static:
+            self.counts[name] += 1
         return func(*args, **(kwargs or {}))
 
     @property

@@ -10,21 +10,12 @@ only, fast); the compiled-vs-eager comparisons run inductor and are slow, two of
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from centrum.training.objectives import CTLObjective, MetricObjective
 from centrum.validation import trusted_inputs
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-_spec = importlib.util.spec_from_file_location("syncs", Path(__file__).resolve().parents[1] / "syncs.py")
-_syncs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_syncs)
-SyncCounter = _syncs.SyncCounter
+from syncs import SyncCounter
 
 P, M, D, CLASSES = 4, 3, 16, 10
 

@@ -25,6 +25,7 @@ import torch
 
 from centrum.study import plan_runs, run_study, study_from_dict
 from centrum.study.runner import FRESH_TORCH_SEED, RUN_ENVIRONMENT, WorkerPool, execute_run, fresh_run_state
+from processes import alive
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +168,6 @@ PARENT = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killing_the_study_ends_its_pool_workers(tmp_path) -> None:
@@ -183,14 +176,14 @@ def test_killing_the_study_ends_its_pool_workers(tmp_path) -> None:
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     workers = [int(pid) for pid in parent.stdout.readline().split()]
     try:
-        assert workers and all(_alive(pid) for pid in workers)
+        assert workers and all(alive(pid) for pid in workers)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in workers)
+        assert not any(alive(pid) for pid in workers)
     finally:
         for pid in workers:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, 9)

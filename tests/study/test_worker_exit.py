@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from processes import alive
+
 PARENT = textwrap.dedent(
     """
     import multiprocessing as mp, os, sys, time
@@ -29,14 +31,6 @@ PARENT = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("watch", [True, False])
 def test_worker_exits_when_the_study_is_killed(tmp_path, watch):
@@ -49,11 +43,11 @@ def test_worker_exits_when_the_study_is_killed(tmp_path, watch):
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + (60 if watch else 2)  # the child may still be importing
-    while _alive(child) and time.monotonic() < deadline:
+    while alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
         # without the watch the orphan trains on: the check that the test can fail
-        assert _alive(child) is not watch
+        assert alive(child) is not watch
     finally:
-        if _alive(child):
+        if alive(child):
             os.kill(child, 9)

@@ -12,26 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
 from centrum.training import callbacks as callbacks_module
 from centrum.training import run as run_module
 from centrum.training import train
-
-
-class RunInterruptedError(Exception):
-    """Stands for a crash in-process (the SIGKILL test below does the real thing in a subprocess)."""
-
-
-class StopAtStep(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise RunInterruptedError(f"stopped at step {self.step}")
+from interrupts import RunInterruptedError, StopAtStep
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:

@@ -7,23 +7,10 @@ import hashlib
 import re
 from pathlib import Path
 
-import lightning as L
 import pytest
 
 from centrum.training import train
-
-
-class RunInterruptedError(Exception):
-    """Stands for a crash in-process (tests/training/test_resume.py kills a subprocess for real)."""
-
-
-class StopAtStep(L.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise RunInterruptedError(f"stopped at step {self.step}")
+from interrupts import RunInterruptedError, StopAtStep
 
 
 def fingerprint(run_dir: Path) -> dict[str, str]:

@@ -9,18 +9,12 @@ the run here, and the checkpoint writer only every ``checkpoint_every_n_steps`` 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from centrum.training import train
-
-_spec = importlib.util.spec_from_file_location("syncs", Path(__file__).resolve().parents[1] / "syncs.py")
-_syncs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_syncs)
+from syncs import SyncCounter
 
 
 class CountSyncs(Callback):
@@ -31,7 +25,7 @@ class CountSyncs(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step >= self.warmup:
-            self._counter = _syncs.SyncCounter()
+            self._counter = SyncCounter()
             self._counter.__enter__()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -91,8 +85,6 @@ def test_compiled_training_matches_eager(kind, stripes_splits, tiny_config, tmp_
         splits=stripes_splits,
         enable_progress_bar=False,
     )
-    for (name, a), (_, b) in zip(
-        eager.model.state_dict().items(), compiled.model.state_dict().items(), strict=True
-    ):
+    for (name, a), (_, b) in zip(eager.model.state_dict().items(), compiled.model.state_dict().items(), strict=True):
         if a.is_floating_point():
             torch.testing.assert_close(b, a, atol=2e-3, rtol=2e-3, msg=name)

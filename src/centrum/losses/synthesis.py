@@ -555,20 +555,15 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
             )
         logits = base.official_logits(prods)
         best, which = logits.max(dim=0)
-        self._watch_gradient(
-            best,
-            lambda: ~torch.eye(n, dtype=torch.bool, device=x.device),
-            lambda: torch.stack([torch.full((), i >= 2 or j >= 2, device=x.device)
-                                 for i, j in base.official_combinations])[which],
-        )  # fmt: skip
         loss = F.cross_entropy(best, torch.arange(n, device=x.device)) + base.official_regularizer(prods)
         with torch.no_grad():
-            combos = base.official_combinations
-            s_set = torch.stack([torch.full((), i, device=x.device) for i, _ in combos])
-            t_set = torch.stack([torch.full((), j, device=x.device) for _, j in combos])
-            involves_synth = (s_set >= 2) | (t_set >= 2)
+            # whether each combination involves a synthetic set (S1, S2), built on the device: no host copy
+            involves_synth = torch.stack(
+                [torch.full((), i >= 2 or j >= 2, device=x.device) for i, j in base.official_combinations]
+            )
             off_diag = ~torch.eye(n, dtype=torch.bool, device=x.device)
             synthetic = involves_synth[which]
+        self._watch_gradient(best, off_diag, synthetic)
         self.record_stats_lazily(lambda: self._statistics(off_diag, synthetic, 2 * n, 4 * n))
         return loss
 

@@ -131,6 +131,23 @@ def paired_comparison(
     sign = 1.0 if higher_is_better else -1.0
     diffs = tuple(sign * (float(treatment[s]) - float(base[s])) for s in seeds)
     mean, low, high = t_interval(diffs, confidence) if diffs else (math.nan, math.nan, math.nan)
+    return _result(metric, seeds, diffs, mean, low, high, verdict(low, high, min_gain), base, treatment)
+
+
+def _result(
+    metric: str,
+    seeds: tuple,
+    diffs: tuple[float, ...],
+    mean: float,
+    low: float,
+    high: float,
+    decided: str,
+    base: dict,
+    treatment: dict,
+    design: str | None = None,
+) -> PairedResult:
+    """A :class:`PairedResult` with both arms' means over ``seeds``."""
+    extra = {} if design is None else {"design": design}
     return PairedResult(
         metric=metric,
         seeds=seeds,
@@ -138,9 +155,10 @@ def paired_comparison(
         mean=mean,
         low=low,
         high=high,
-        verdict=verdict(low, high, min_gain),
+        verdict=decided,
         base_mean=mean_std([base[s] for s in seeds])[0],
         treatment_mean=mean_std([treatment[s] for s in seeds])[0],
+        **extra,
     )
 
 
@@ -310,17 +328,8 @@ def sequential_comparison(
         half = design.boundaries[k] * sd / math.sqrt(n)
         low, high = mean - half, mean + half
         decided = verdict(low, high, min_gain)
-        chosen = PairedResult(
-            metric=metric,
-            seeds=seeds,
-            diffs=diffs,
-            mean=mean,
-            low=low,
-            high=high,
-            verdict=decided,
-            base_mean=mean_std([base[s] for s in seeds])[0],
-            treatment_mean=mean_std([treatment[s] for s in seeds])[0],
-            design=f"look {k + 1}/{len(design.looks)}",
+        chosen = _result(
+            metric, seeds, diffs, mean, low, high, decided, base, treatment, f"look {k + 1}/{len(design.looks)}"
         )
         if decided != INCONCLUSIVE:
             break
