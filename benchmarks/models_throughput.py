@@ -11,6 +11,9 @@ on cores shared with other processes, two OpenMP threads wait on each other and 
    Fashion-MNIST epoch (60,000 images) for the small CNN at 32 x 32.
 3. When the Debian package ``dataset-fashion-mnist`` is installed: one real training epoch of the
    small CNN on Fashion-MNIST, its time and the test accuracy of its classifier.
+4. ``--layout``: only the memory-layout comparison: a training step and an inference pass of every backbone at the
+   shipped configs' sizes, contiguous (NCHW) beside channels-last (NHWC), as a time ratio, with the layout
+   ``trainer.channels_last: auto`` picks on this CPU (:func:`centrum.models.prefers_channels_last`).
 
 ResNet-50 / GoogLeNet have no runnable reference here (torchvision is not installed); their published
 layouts are checked for equality of outputs in ``tests/models/test_published_layouts.py`` instead.
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from centrum.models import build_model
+from centrum.models import build_model, prefers_channels_last
 
 
 def best_time(fn, repeats: int) -> float:
@@ -141,16 +144,62 @@ def fashion_mnist_epoch() -> None:
     print(f"  {seconds:.1f} s; test accuracy of the classifier {100 * accuracy:.1f} %")
 
 
+def layout_comparison(repeats: int) -> None:
+    """Training step and inference of each backbone, contiguous beside channels-last (ratio < 1: channels-last
+    is faster), alternated run by run so that the machine's drift hits both layouts alike."""
+    cases = [
+        ("small_cnn", 80, (32, 32)),  # configs/fashion_mnist_ctl.yaml
+        ("small_cnn", 64, (48, 48)),  # studies/ctl.yaml, Omniglot
+        ("efficientnet_lite0", 64, (48, 48)),  # studies/symm_*.yaml
+        ("efficientnet_lite0", 16, (128, 128)),
+        ("resnet50", 16, (128, 64)),
+        ("resnet50", 32, (64, 32)),
+    ]
+    print("\nMemory layout: median time channels-last / contiguous (< 1: channels-last faster)")
+    print(f"  {'backbone':<20}{'batch':>6}{'input':>10}{'train step':>12}{'inference':>11}{'auto picks':>14}")
+    for name, batch, (h, w) in cases:
+        model = build_model(name, embedding_dim=128 if name == "efficientnet_lite0" else None).train()
+        optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        x = torch.randn(batch, 3, h, w)
+
+        def step(x: torch.Tensor) -> None:
+            loss = model(x)["raw"].pow(2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+
+        def infer(x: torch.Tensor) -> None:
+            with torch.inference_mode():
+                model.eval()
+                model(x)
+                model.train()
+
+        times: dict[tuple[str, bool], list[float]] = {}
+        for _ in range(repeats):
+            for last in (False, True):
+                model.to(memory_format=torch.channels_last if last else torch.contiguous_format)
+                xl = x.contiguous(memory_format=torch.channels_last) if last else x
+                for kind, fn in (("train", step), ("infer", infer)):
+                    times.setdefault((kind, last), []).append(best_time(lambda fn=fn, xl=xl: fn(xl), 1))
+        ratio = {kind: np.median(times[(kind, True)]) / np.median(times[(kind, False)]) for kind in ("train", "infer")}
+        picks = "channels-last" if prefers_channels_last(model, "cpu") else "contiguous"
+        print(f"  {name:<20}{batch:>6}{f'{h}x{w}':>10}{ratio['train']:>12.2f}{ratio['infer']:>11.2f}{picks:>14}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layout", action="store_true", help="only the contiguous vs channels-last comparison")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {platform.machine()}, {args.threads} threads, load average {load:.1f}")
     print("(timings are the best of the repeats; a load average above the thread count means shared cores)\n")
+    if args.layout:
+        layout_comparison(args.repeats)
+        return
     efficientnet_inference(args.repeats)
     training_throughput(args.repeats)
     fashion_mnist_epoch()

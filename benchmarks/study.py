@@ -118,6 +118,8 @@ def _instrument(cuda: bool) -> None:
 
     _wrap(dataloader._BaseDataLoaderIter, "__next__", "data")
     _wrap(datamodule, "build_dataset", "data")
+    _wrap(datamodule, "build_image_cache", "data")  # data.cache: the decode-once pass
+    _wrap(datamodule.CachedBatches, "augment", "data")  # data.cache: the batch augmentation on the device
     _wrap(RetrievalModule, "training_step", "step", sync=cuda)
     _wrap(EvaluateDuringTraining, "evaluate", "evaluation")
     _wrap(L.Trainer, "save_checkpoint", "checkpoints")
@@ -138,6 +140,7 @@ def _load(args: argparse.Namespace):
     from centrum.study import load_study
 
     overrides = [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
+    overrides += list(args.set or [])
     if args.device == "cuda":
         overrides.append("trainer.accelerator=gpu")
     study = load_study(args.study, quick=not args.full, extra_overrides=overrides)
@@ -195,12 +198,16 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def _spawn(args: argparse.Namespace, seeds: list[int], out: Path, report: bool) -> tuple[float, dict]:
+def _spawn(
+    args: argparse.Namespace, seeds: list[int], out: Path, report: bool, sets: list[str]
+) -> tuple[float, dict]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--seeds", ",".join(map(str, seeds))]
     cmd += ["--out", str(out), "--study", str(args.study), "--cell", args.cell, "--device", args.device]
     cmd += ["--full"] if args.full else []
     cmd += ["--epochs", str(args.epochs)] if args.epochs else []
     cmd += ["--report"] if report else []
+    for override in sets:
+        cmd += ["--set", override]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -229,6 +236,19 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=2, help="seeds trained in each mode")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override for both modes (repeatable)")
+    p.add_argument(
+        "--before-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an override for the 'before' mode only, e.g. trainer.channels_last=false (repeatable)",
+    )
+    p.add_argument(
+        "--after-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an override for the 'after' mode only, e.g. data.cache=memory (repeatable)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--seeds", default="0", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -241,12 +261,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="centrum-bench-study-") as tmp:
         before_runs, before_start = [], []
         for seed in seeds:  # a fresh interpreter per run
-            wall, got = _spawn(args, [seed], Path(tmp) / "before", report=seed == seeds[-1])
+            before_sets = [*(args.set or []), *(args.before_set or [])]
+            wall, got = _spawn(args, [seed], Path(tmp) / "before", seed == seeds[-1], before_sets)
             (run,) = got["runs"]
             before_runs.append(run)
             before_start.append(wall - got["script"] + got["imports"])
             before_report = got["report"]
-        wall, after = _spawn(args, seeds, Path(tmp) / "after", report=True)  # one process for every run
+        after_sets = [*(args.set or []), *(args.after_set or [])]
+        wall, after = _spawn(args, seeds, Path(tmp) / "after", True, after_sets)  # one process for every run
         after_start = [wall - after["script"] + after["imports"]]
     rows = {"before": _row(before_runs, before_start), "after": _row(after["runs"], after_start)}
     kind = ("full" if args.full else "quick") + (f", {args.epochs} epoch(s)" if args.epochs else "")
@@ -255,12 +277,16 @@ def main() -> None:
         f" {args.runs} run(s) per mode, device {after['device']}, torch {after['torch']}, "
         f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}"
     )
+    for mode, sets in (("before", args.before_set), ("after", args.after_set)):
+        if sets:
+            print(f"{mode}: " + ", ".join(sets))
     print(f"{'seconds per run':<18}" + "".join(f"{name:>10}" for name in rows))
     for part in (*PARTS, "total"):
         print(f"{part:<18}" + "".join(f"{rows[name][part]:>10.2f}" for name in rows))
     saving = rows["before"]["total"] - rows["after"]["total"]
     print(
-        f"per-run saving: {saving:.2f} s ({saving / rows['before']['total']:.0%} of a run); "
+        f"per-run saving: {saving:.2f} s ({saving / rows['before']['total']:.0%} of a run, "
+        f"{rows['before']['total'] / rows['after']['total']:.2f}x faster); "
         f"report (once per study): {before_report:.2f} s before, {after['report']:.2f} s after"
     )
     if args.json:

@@ -10,10 +10,12 @@
 - :class:`EmbeddingModel` / :func:`build_model`: pooling (average or :class:`GeneralizedMeanPooling`),
   optional embedding layer, BNNeck and classifier;
 - :func:`load_pretrained`, :func:`download_file`: weights from a file or a cached, checksummed URL,
-  with a :class:`LoadReport` of missing, unexpected and mismatched keys.
+  with a :class:`LoadReport` of missing, unexpected and mismatched keys;
+- :func:`prefers_channels_last`: the memory layout a model's convolutions run fastest in on a device.
 """
 
 from centrum.models.embedding import EmbeddingModel, build_model
+from centrum.models.layout import has_convolutions, prefers_channels_last
 from centrum.models.pooling import GeneralizedMeanPooling, GlobalAveragePooling
 from centrum.models.registry import BACKBONES, DEFAULT_LAST_STRIDE, build_backbone
 from centrum.models.weights import (
@@ -38,5 +40,7 @@ __all__ = [
     "build_model",
     "default_cache_dir",
     "download_file",
+    "has_convolutions",
     "load_pretrained",
+    "prefers_channels_last",
 ]

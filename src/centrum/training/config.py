@@ -122,8 +122,8 @@ class TrainerConfig:
     #: "default", "reduce-overhead" (CUDA graphs: P x M batches have static shapes), "max-autotune",
     #: "max-autotune-no-cudagraphs"
     compile: str = "off"
-    #: channels-last memory format for the CNN backbones: true, false, or "auto" (on CUDA only, where it speeds
-    #: convolutions)
+    #: channels-last memory format for the CNN backbones: true, false, or "auto" (on CUDA and the CPU, where it
+    #: speeds convolutions up: :func:`centrum.models.prefers_channels_last`)
     channels_last: bool | str = "auto"
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from centrum import __version__
 from centrum.inference import Preprocess
-from centrum.models import build_model
+from centrum.models import build_model, prefers_channels_last
 from centrum.training.config import (
     CTLObjectiveConfig,
     ExperimentConfig,
@@ -123,7 +123,7 @@ class RetrievalModule(L.LightningModule):
         """Once on the device: channels-last for the backbone, and the compiled model and objective."""
         tcfg = self.config.trainer
         auto = tcfg.channels_last == "auto"
-        self._channels_last = tcfg.channels_last is True or (auto and self.device.type == "cuda")
+        self._channels_last = tcfg.channels_last is True or (auto and prefers_channels_last(self.model, self.device))
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
         if tcfg.compile != "off":
