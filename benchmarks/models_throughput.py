@@ -162,13 +162,13 @@ def layout_comparison(repeats: int) -> None:
         optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         x = torch.randn(batch, 3, h, w)
 
-        def step(x: torch.Tensor) -> None:
+        def step(x: torch.Tensor, model=model, optimiser=optimiser) -> None:
             loss = model(x)["raw"].pow(2).mean()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
 
-        def infer(x: torch.Tensor) -> None:
+        def infer(x: torch.Tensor, model=model) -> None:
             with torch.inference_mode():
                 model.eval()
                 model(x)

@@ -198,9 +198,7 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
-def _spawn(
-    args: argparse.Namespace, seeds: list[int], out: Path, report: bool, sets: list[str]
-) -> tuple[float, dict]:
+def _spawn(args: argparse.Namespace, seeds: list[int], out: Path, report: bool, sets: list[str]) -> tuple[float, dict]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--seeds", ",".join(map(str, seeds))]
     cmd += ["--out", str(out), "--study", str(args.study), "--cell", args.cell, "--device", args.device]
     cmd += ["--full"] if args.full else []

@@ -26,7 +26,7 @@ def test_the_rule_picks_channels_last_for_convolutions_on_cpu_and_cuda():
 @pytest.mark.parametrize("setting", ["auto", False])
 def test_trained_layout_and_weights_agree_across_layouts(setting, stripes_splits, tiny_config, tmp_path):
     runs = {}
-    for layout in (setting, True if setting is False else False):
+    for layout in (setting, setting is False):
         config = tiny_config("ctl", max_epochs=2, channels_last=layout)
         runs[layout] = train(config, tmp_path / f"run-{layout}", splits=stripes_splits, enable_progress_bar=False)
     laid_out = runs[setting].model
