@@ -89,7 +89,8 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path) -> Path
     """Export the model of a ``centrum train`` checkpoint to ``out`` in format ``fmt`` (``onnx``/``torchscript``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    embedder = TorchEmbedder.from_checkpoint(checkpoint, device="cpu")
+    # contiguous weights: the exported file runs wherever it is loaded, with that runtime's own layout choices
+    embedder = TorchEmbedder.from_checkpoint(checkpoint, device="cpu", channels_last=False)
     return export_onnx(embedder, out) if fmt == "onnx" else export_torchscript(embedder, out)
 
 
