@@ -35,7 +35,8 @@ def test_evaluate_reid_centroids_prints_both_and_writes_json(reid_npz, tmp_path,
     out = tmp_path / "m.json"
     assert main(["evaluate", "--embeddings", str(path), "--protocol", "reid-centroids", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "reid-centroids" in printed and "mAP (%)" in printed
+    assert "reid-centroids (gallery labels)" in printed and "metrics in %" in printed and " mAP" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100
     metrics = json.loads(out.read_text())
     expected = reid_metrics(
         arrays["query"],
@@ -55,6 +56,10 @@ def test_evaluate_dml(tmp_path, capsys):
     out = tmp_path / "d.json"
     assert main(["evaluate", "--embeddings", str(tmp_path / "d.npz"), "--protocol", "dml", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["dml"]["Recall@1"] == pytest.approx(dml_metrics(x, labels)["Recall@1"])
+    # many columns (Recall@K, MAP@R, mAP, ...) wrap into blocks within 100 characters instead of one wide line
+    printed = capsys.readouterr().out
+    assert "Recall@1" in printed and "MAP@R" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100
 
 
 def test_evaluate_errors_exit_2(reid_npz, tmp_path, capsys):

@@ -174,8 +174,9 @@ def _add_postprocess_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and optionally write the metrics (fractions) as JSON."""
-    from centrum.evaluation import evaluate_protocol, format_metrics_table
+    from centrum.evaluation import evaluate_protocol
     from centrum.io import atomic_write_json
+    from centrum.training.results import format_results_table
 
     if (args.embeddings is None) == (args.checkpoint is None):
         raise ValueError("give either --embeddings FILE.npz or --checkpoint CKPT")
@@ -190,9 +191,8 @@ def run(args: argparse.Namespace) -> int:
         arrays = load_npz(args.embeddings)
     results = {name: evaluate_protocol(protocol, arrays, **kw) for name, protocol, kw in _protocol_runs(args)}
     results.update(_postprocessed_results(args, arrays))
-    print(format_metrics_table(results))
-    if "reid-centroids" in results or "products-centroids" in results:
-        print("(centroid rows average the gallery by its labels; compare them only with other centroid results)")
+    # the table `centrum train` prints: blocks of columns within 100 characters, centroid rows labelled
+    print(format_results_table(results))
     if out is not None:
         atomic_write_json(out, results)
         print(f"metrics written to {out}")
