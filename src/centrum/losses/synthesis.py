@@ -508,7 +508,12 @@ class SymmetricalSynthesis(ReportsStats, nn.Module):
             per_j = k1.permute(1, 0, 2).reshape(C, K * k)
             ok_j = ok1.permute(1, 0, 2).reshape(C, K * k)
             _, col, ok2 = topk_hardest(
-                per_j, ok_j, k, bank_cls.repeat_interleave(k), C, largest=metric.similarity,
+                per_j,
+                ok_j,
+                k,
+                bank_cls.repeat_interleave(k),
+                C,
+                largest=metric.similarity,
                 group_size=None if size is None else size * k,
             )
             u, slot = col // k, col % k  # C_j x C_i x k

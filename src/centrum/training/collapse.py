@@ -111,9 +111,7 @@ class EmbeddingSpreadMonitor(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if samples is None:
             if datamodule is None or not hasattr(datamodule, "splits"):
-                raise ValueError(
-                    "EmbeddingSpreadMonitor needs samples=... when the trainer has no RetrievalDataModule"
-                )
+                raise ValueError("EmbeddingSpreadMonitor needs samples=... when the trainer has no RetrievalDataModule")
             samples = datamodule.splits.train
         if transform is None:
             if datamodule is None or not hasattr(datamodule, "test_transform"):
