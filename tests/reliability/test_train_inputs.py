@@ -93,6 +93,7 @@ def test_bad_config_files(tmp_path: Path, capsys, monkeypatch) -> None:
         ("trainer.precision=banana", "trainer.precision must be one of"),
         ("trainer.compile=fast", "trainer.compile must be one of off, default, reduce-overhead"),
         ("trainer.channels_last=sometimes", "trainer.channels_last must be true, false or auto"),
+        ("trainer.spread_check_images=1", "trainer.spread_check_images must be 0 (off) or >= 2"),
         ("data.p=0", "data.p must be >= 1"),
         ("trainer.max_epochs", "override 'trainer.max_epochs' must look like section.field=value"),
         ("data.image_size=[24,", "override 'data.image_size=[24,': the value is not valid YAML"),

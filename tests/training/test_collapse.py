@@ -146,3 +146,16 @@ def test_demo_table_shows_the_spread_column() -> None:
     assert table.splitlines()[0].endswith("| embedding spread |")
     assert "| triplet | 50.0 | 87.5 | 25.0 | 100.0 | 0.000 |" in table
     assert "| CTL model | 50.0 | 87.5 | 25.0 | 100.0 | |" in table
+
+
+def test_spread_check_images_sets_the_check_and_zero_turns_it_off(tiny_config, stripes_splits, tmp_path) -> None:
+    """``trainer.spread_check_images``: 0 logs no spread (and trains the same weights), 8 logs one per epoch."""
+    runs = {}
+    for images in (0, 8):
+        config = tiny_config("symm", max_epochs=2, limit_train_batches=2, spread_check_images=images)
+        runs[images] = train(config, tmp_path / f"run-{images}", splits=stripes_splits, progress="none")
+        with (tmp_path / f"run-{images}" / "metrics.csv").open(newline="") as f:
+            logged = [r[SPREAD_METRIC] for r in csv.DictReader(f) if r.get(SPREAD_METRIC)]
+        assert len(logged) == (2 if images else 0)
+    a, b = _weights(runs[0]), _weights(runs[8])
+    assert all(torch.equal(a[key], b[key]) for key in a)

@@ -125,6 +125,9 @@ class TrainerConfig:
     #: channels-last memory format for the CNN backbones: true, false, or "auto" (on CUDA and the CPU, where it
     #: speeds convolutions up: :func:`centrum.models.prefers_channels_last`)
     channels_last: bool | str = "auto"
+    #: images of the training split embedded once per epoch to watch for collapse
+    #: (:class:`~centrum.training.collapse.EmbeddingSpreadMonitor`'s ``num_images``); 0 turns the check off
+    spread_check_images: int = 128
 
 
 @dataclass
@@ -223,6 +226,12 @@ def check_ranges(config: ExperimentConfig) -> ExperimentConfig:
     _check(t.precision in precisions, "trainer.precision", f"one of {', '.join(precisions)}", t.precision)
     _check(t.compile in COMPILE_MODES, "trainer.compile", f"one of {', '.join(COMPILE_MODES)}", t.compile)
     _check(t.channels_last in ("auto", True, False), "trainer.channels_last", "true, false or auto", t.channels_last)
+    _check(
+        t.spread_check_images == 0 or t.spread_check_images >= 2,
+        "trainer.spread_check_images",
+        "0 (off) or >= 2 (the spread is over pairs)",
+        t.spread_check_images,
+    )
     _check(t.eval_every >= 0, "trainer.eval_every", ">= 0 (0: only after the last epoch)", t.eval_every)
     _check(
         t.checkpoint_every_n_steps >= 0,

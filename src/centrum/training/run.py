@@ -250,8 +250,9 @@ def _fit_and_evaluate(
     extra: list[Callback] = [EpochLines()] if mode == "plain" else []
     if mode == "bar":  # the bar reads the logged values (a device sync) only as often as the logs are written
         extra.append(TQDMProgressBar(refresh_rate=max(1, tcfg.log_every_n_steps)))
-    if not any(isinstance(c, EmbeddingSpreadMonitor) for c in callbacks or []):
-        extra.append(EmbeddingSpreadMonitor(seed=config.seed))  # warns when the embeddings collapse
+    monitored = any(isinstance(c, EmbeddingSpreadMonitor) for c in callbacks or [])
+    if tcfg.spread_check_images and not monitored:  # warns when the embeddings collapse
+        extra.append(EmbeddingSpreadMonitor(num_images=tcfg.spread_check_images, seed=config.seed))
     with _quiet_lightning():
         trainer = L.Trainer(
             default_root_dir=str(run_dir),
