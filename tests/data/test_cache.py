@@ -4,7 +4,6 @@ cache (memory and device) giving the very weights of training from files, resuma
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import importlib.util
 from pathlib import Path
@@ -19,6 +18,7 @@ from centrum.data.batch_transforms import BatchAugment
 from centrum.data.cache import CachedBatches, build_image_cache, check_fits
 from centrum.training import config_from_dict
 from centrum.training.datamodule import RetrievalDataModule
+from run_logs import epoch_losses
 
 
 def _stripes_helpers():
@@ -140,11 +140,6 @@ def test_cached_batches_resume_mid_epoch_as_uninterrupted(stripes) -> None:
     first = next(iter(plain.train_dataloader()))
     assert torch.equal(first[0], resumed[0][0]) and torch.equal(first[3], resumed[0][3])
     assert isinstance(whole.train_sampler, PKSampler)
-
-
-def epoch_losses(run_dir: Path) -> list[float]:
-    with (run_dir / "metrics.csv").open() as f:
-        return [float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")]
 
 
 def test_training_from_the_cache_learns_the_weights_of_training_from_files(stripes, tmp_path, request) -> None:

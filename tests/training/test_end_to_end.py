@@ -18,12 +18,7 @@ import torch
 from centrum.inference import evaluate_model
 from centrum.training import RetrievalModule, load_trained_model, train
 from centrum.training.run import build_datamodule
-
-
-def epoch_losses(run_dir: Path) -> list[float]:
-    with (run_dir / "metrics.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r.get("train/loss_epoch")]
-    return [float(r["train/loss_epoch"]) for r in rows]
+from run_logs import epoch_losses
 
 
 def query_embeddings(model: torch.nn.Module, config, splits) -> np.ndarray:

@@ -9,12 +9,14 @@ path is the GPU one. The overflow is real: one step's loss is multiplied by inf.
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from centrum.training.module import RetrievalModule
 from centrum.training.run import build_datamodule
+from run_logs import epoch_losses
 
 OVERFLOW_STEP = 9
 
@@ -73,14 +75,27 @@ def test_an_overflowing_fp16_step_is_skipped_and_counted(stripes_splits, tiny_co
     assert float(trainer.callback_metrics["train/skipped_steps_epoch"]) == record.skipped[-1]
 
 
-def test_bf16_mixed_trains_on_the_cpu(stripes_splits, tiny_config, tmp_path):
+def test_bf16_mixed_trains_on_the_cpu_like_fp32(stripes_splits, tiny_config, tmp_path):
+    """bf16-mixed is really applied (its weights differ from the fp32 run's) and trains as well as fp32 within
+    the noise of a tiny run."""
     from centrum.training import train
 
-    result = train(
-        tiny_config("symm", max_epochs=2, precision="bf16-mixed"),
-        tmp_path / "run",
-        splits=stripes_splits,
-        enable_progress_bar=False,
-    )
-    assert all(torch.isfinite(p).all() for p in result.model.parameters())
-    assert result.metrics["products"]["mAP"] > 0
+    results = {
+        precision: train(
+            tiny_config("symm", max_epochs=6, precision=precision),
+            tmp_path / precision,
+            splits=stripes_splits,
+            enable_progress_bar=False,
+        )
+        for precision in ("32-true", "bf16-mixed")
+    }
+    bf16, fp32 = results["bf16-mixed"], results["32-true"]
+    assert all(torch.isfinite(p).all() for p in bf16.model.parameters())
+    a, b = bf16.model.state_dict(), fp32.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # autocast took effect
+    losses = {k: epoch_losses(r.run_dir) for k, r in results.items()}
+    for curve in losses.values():  # both learn: the last epochs' loss well under the first's
+        assert np.mean(curve[-2:]) < 0.8 * np.mean(curve[:2])
+    # and alike: per-epoch losses within 15 % of each other, final mAP within 0.1 (0.30 vs 0.32 measured)
+    np.testing.assert_allclose(losses["bf16-mixed"], losses["32-true"], rtol=0.15)
+    assert abs(bf16.metrics["products"]["mAP"] - fp32.metrics["products"]["mAP"]) < 0.1

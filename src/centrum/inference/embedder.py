@@ -71,8 +71,7 @@ class TorchEmbedder:
         self.model = model.to(self.device).eval()
         if channels_last is None:
             channels_last = prefers_channels_last(self.model, self.device)
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.preprocess = preprocess
         self.name = name
         self.description = description or name
