@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from live_server import png_bytes, start_server
+from live_server import SRC, free_port, png_bytes, start_server
 
 from centrum.serving.store import JOURNAL_FILE, SNAPSHOT_FILE, IndexStore, NotFoundError
 
@@ -23,7 +26,20 @@ def test_enrolment_survives_kill_9_and_restart(tmp_path, model_files, drawings):
         with server.client(headers=server.auth()) as client:
             first = client.post("/classes/keep/images", files=[("image", ("a.png", png_bytes(images[0]), "image/png"))])
             assert first.status_code == 201
-        server.stop(signal.SIGKILL)  # right after the answer: no shutdown hook runs
+        # a second service on the same folder stops at start, in one line, naming the folder and the holder
+        second = [sys.executable, "-m", "centrum", "serve", "--index", str(index), *model, "--port", str(free_port())]
+        done = subprocess.run(
+            [*second, "--host", "127.0.0.1", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+        )
+        assert done.returncode == 2, done.stderr
+        message = done.stderr.strip().splitlines()
+        assert len(message) == 1 and f"index folder {index} is in use by another service" in message[0]
+        assert f"(pid {server.process.pid})" in message[0]
+        server.stop(signal.SIGKILL)  # right after the answer: no shutdown hook runs; the kernel drops its lock
         assert server.process.returncode == -signal.SIGKILL
         server = start_server(index, model, extra)
         with server.client(headers=server.auth()) as client:

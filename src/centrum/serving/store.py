@@ -36,6 +36,7 @@ import numpy as np
 
 from centrum.io import atomic_write_bytes, atomic_write_json
 from centrum.retrieval import CentroidIndex, EmbeddingIndex
+from centrum.serving.folder_lock import FolderInUseError, FolderLock
 from centrum.serving.journal import JOURNAL_FILE, Journal, JournalDamagedError, JournalScan, scan_journal, set_aside
 from centrum.serving.locking import ReadWriteLock
 from centrum.serving.snapshot import (
@@ -52,6 +53,7 @@ __all__ = [
     "SNAPSHOT_FILE",
     "STORE_FORMAT",
     "ClassHit",
+    "FolderInUseError",
     "ImageHit",
     "IndexStore",
     "JournalDamagedError",
@@ -140,7 +142,9 @@ class IndexStore:
     refused. The journal is compacted into the snapshot every ``compact_every`` records and at :meth:`close`.
     A damaged journal record stops the start with :class:`JournalDamagedError` naming file and line;
     ``recover=True`` keeps every intact record, sets the damaged lines aside and compacts.
-    Methods are thread-safe: searches run concurrently, writes one at a time.
+    Methods are thread-safe: searches run concurrently, writes one at a time. One service process per folder at a
+    time: a store opened by a second process raises :class:`~centrum.serving.folder_lock.FolderInUseError`
+    (:mod:`centrum.serving.folder_lock`).
     """
 
     def __init__(
@@ -156,6 +160,14 @@ class IndexStore:
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"index folder {self.folder} exists and is not a directory")
         (self.folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        self._folder_lock = FolderLock(self.folder).acquire()  # one service per folder
+        try:
+            self._open(dim, metric, compact_every, engines, recover)
+        except BaseException:
+            self._folder_lock.release()
+            raise
+
+    def _open(self, dim: int, metric: str, compact_every: int, engines: tuple | None, recover: bool) -> None:
         self.dim, self.metric = int(dim), metric
         self.compact_every = max(1, int(compact_every))
         self.lock = ReadWriteLock()
@@ -349,6 +361,7 @@ class IndexStore:
             for engine in (self._engine, self._centroid_engine):
                 if engine is not None and hasattr(engine, "close"):
                     engine.close()  # a local Qdrant folder admits one client at a time
+            self._folder_lock.release()
 
     # ---------------------------------------------------------------- internals
     def _raise_storage_error(self, exc: BaseException, what: str) -> None:
