@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,8 +71,9 @@ def build_index(folder: Path, dim: int, size: int, classes: int = 1000) -> None:
                 list(range(store._next_id, store._next_id + per_class)),
                 [""] * per_class,
             )
-    store.close() if store._seq != store._snapshot_seq else store.compact()
-    store._journal.close()
+    if store._seq == store._snapshot_seq:  # _add bypasses the journal: write the snapshot explicitly
+        store.compact()
+    store.close()  # also releases the folder's service lock for the server this benchmark starts next
 
 
 def query_image() -> bytes:
@@ -204,7 +206,9 @@ def main() -> None:
         f"{args.threads} model threads; {os.cpu_count()} CPUs"
     )
     build_index(work / "index", dim, args.index_size)
-    store = IndexStore(work / "index", dim)
+    # the bare in-process search reads a copy: the folder itself belongs to the service (one per folder)
+    shutil.copytree(work / "index", work / "bare-index")
+    store = IndexStore(work / "bare-index", dim)
     rows = {}
     for name, embedder in embedders.items():
         image = decode_image(image_bytes, "q.jpg")[0]
