@@ -20,7 +20,7 @@ from centrum.inference.embeddings import Embeddings, embed_batch, embed_query_ga
 from centrum.inference.images import collect_images
 from centrum.inference.model import Preprocess, load_model, resolve_device
 from centrum.inference.protocol import check_batch_output
-from centrum.models import prefers_channels_last
+from centrum.models import lay_out
 
 
 class EmbeddingHead(nn.Module):
@@ -69,9 +69,7 @@ class TorchEmbedder:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        if channels_last is None:
-            channels_last = prefers_channels_last(self.model, self.device)
-        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        lay_out(self.model, self.device, channels_last)
         self.preprocess = preprocess
         self.name = name
         self.description = description or name

@@ -23,7 +23,7 @@ from torch import nn
 from centrum.data import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from centrum.distances import METRICS
 from centrum.io import safe_torch_load
-from centrum.models import build_model, prefers_channels_last
+from centrum.models import build_model, lay_out
 
 CHECKPOINT_FORMAT = "centrum-checkpoint-v1"
 _STATE_PREFIX = "model."  # the embedding model's weights inside the training module's state dict
@@ -220,7 +220,7 @@ def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> T
     checkpoint, holds code, or whose weights do not fit the model its config describes (the message counts
     the missing, unexpected and mismatched keys). The training objective's own parameters (e.g. the center
     loss's centers) are not needed for inference and are ignored. The model is laid out as
-    ``trainer.channels_last: auto`` lays it out for training (:func:`centrum.models.prefers_channels_last`).
+    ``trainer.channels_last: auto`` lays it out for training (:func:`centrum.models.lay_out`).
     """
     path = Path(path)
     target = resolve_device(device)
@@ -254,6 +254,5 @@ def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> T
         )
     model.load_state_dict(state)
     model = model.to(target).eval()
-    if prefers_channels_last(model, target):  # the layout training used: the same embeddings bit for bit
-        model.to(memory_format=torch.channels_last)
+    lay_out(model, target)  # the layout training used: the same embeddings bit for bit
     return TrainedModel(model=model, config=config, num_classes=num_classes, path=path, preprocess=preprocess)

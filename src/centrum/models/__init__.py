@@ -15,7 +15,7 @@
 """
 
 from centrum.models.embedding import EmbeddingModel, build_model
-from centrum.models.layout import has_convolutions, prefers_channels_last
+from centrum.models.layout import has_convolutions, lay_out, prefers_channels_last
 from centrum.models.pooling import GeneralizedMeanPooling, GlobalAveragePooling
 from centrum.models.registry import BACKBONES, DEFAULT_LAST_STRIDE, build_backbone
 from centrum.models.weights import (
@@ -41,6 +41,7 @@ __all__ = [
     "default_cache_dir",
     "download_file",
     "has_convolutions",
+    "lay_out",
     "load_pretrained",
     "prefers_channels_last",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["has_convolutions", "prefers_channels_last"]
+__all__ = ["has_convolutions", "lay_out", "prefers_channels_last"]
 
 #: devices whose convolution libraries have channels-last kernels (cuDNN, oneDNN)
 CHANNELS_LAST_DEVICES = ("cuda", "cpu")
@@ -36,3 +36,14 @@ def prefers_channels_last(model: nn.Module, device: torch.device | str) -> bool:
     False
     """
     return torch.device(device).type in CHANNELS_LAST_DEVICES and has_convolutions(model)
+
+
+def lay_out(model: nn.Module, device: torch.device | str, channels_last: bool | None = None) -> bool:
+    """Put ``model``'s 4-d weights in channels-last (``channels_last=True``) or contiguous (False) memory format,
+    in place; None follows :func:`prefers_channels_last` for ``device``. Returns whether it is channels-last, so
+    the caller can lay its inputs out to match. Training, checkpoint loading and the embedder share this rule, so
+    a reloaded model computes bit for bit what the trained one did."""
+    if channels_last is None:
+        channels_last = prefers_channels_last(model, device)
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return bool(channels_last)

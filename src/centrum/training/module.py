@@ -10,7 +10,7 @@ from torch import nn
 
 from centrum import __version__
 from centrum.inference import Preprocess
-from centrum.models import build_model, prefers_channels_last
+from centrum.models import build_model, lay_out
 from centrum.training.config import (
     CTLObjectiveConfig,
     ExperimentConfig,
@@ -122,10 +122,8 @@ class RetrievalModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Once on the device: channels-last for the backbone, and the compiled model and objective."""
         tcfg = self.config.trainer
-        auto = tcfg.channels_last == "auto"
-        self._channels_last = tcfg.channels_last is True or (auto and prefers_channels_last(self.model, self.device))
-        if self._channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        setting = None if tcfg.channels_last == "auto" else tcfg.channels_last
+        self._channels_last = lay_out(self.model, self.device, setting)
         if tcfg.compile != "off":
             mode = None if tcfg.compile == "default" else tcfg.compile
             self._step_model = torch.compile(self.model, mode=mode)
